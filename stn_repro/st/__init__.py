@@ -1,0 +1,37 @@
+"""Spatial transformer layers: parameterisations, sampling and the module.
+
+The library knows nothing of datasets or experiments. Coordinate convention: see
+:mod:`stn_repro.st.transforms`.
+"""
+
+from .module import SpatialTransformer
+from .sampler import sample
+from .transforms import (
+    ALIGN_CORNERS,
+    TRANSFORMS,
+    Affine,
+    Affine3D,
+    Attention,
+    Projective,
+    Rotation,
+    ThinPlateSpline,
+    Transform,
+    Translation,
+    build_transform,
+)
+
+__all__ = [
+    "ALIGN_CORNERS",
+    "TRANSFORMS",
+    "Affine",
+    "Affine3D",
+    "Attention",
+    "Projective",
+    "Rotation",
+    "SpatialTransformer",
+    "ThinPlateSpline",
+    "Transform",
+    "Translation",
+    "build_transform",
+    "sample",
+]

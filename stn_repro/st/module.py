@@ -1,0 +1,120 @@
+"""The spatial transformer module: localisation network + transform + sampler (paper Sec. 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .sampler import MODES, sample
+from .transforms import Transform
+
+
+class SpatialTransformer(nn.Module):
+    """Warp a map by a transform whose parameters a localisation network regresses.
+
+    Args:
+        transform: a parameterisation from ``stn_repro.st.transforms``.
+        output_size: ``(H, W)`` (or ``(D, H, W)`` for a 3D transform) of each warped map.
+        localisation: network mapping the input ``(B, C, ...)`` to features ``(B, F)``. A final
+            linear layer ``F -> num_transformers * num_params`` is added; it starts at the
+            identity (zero weights, bias = the identity parameters).
+        localisation_features: ``F``; required with ``localisation``.
+        num_transformers: ``N`` transformers run in parallel on the same input, sharing the
+            localisation network (one regression layer predicts all N thetas).
+        fixed_theta: instead of a localisation network, always use this theta, shape
+            ``(num_params,)`` or ``(N, num_params)``.
+        mode: ``"bilinear"`` or ``"nearest"`` sampling.
+        flatten_depth: for 3D transforms, sum the ``(B, C, D, H, W)`` output over depth into a
+            ``(B, C, H, W)`` map (the projection of Appendix A.3).
+
+    ``forward(x)`` returns ``(output, theta)``. With ``N = 1``: output ``(B, C, *output_size)``,
+    theta ``(B, num_params)``. With ``N > 1``: output ``(B, N, C, *output_size)``, theta
+    ``(B, N, num_params)``. (With ``flatten_depth`` the depth axis is summed away.)
+    """
+
+    def __init__(
+        self,
+        transform: Transform,
+        output_size: Sequence[int],
+        localisation: nn.Module | None = None,
+        localisation_features: int | None = None,
+        num_transformers: int = 1,
+        fixed_theta: Tensor | None = None,
+        mode: str = "bilinear",
+        flatten_depth: bool = False,
+    ):
+        super().__init__()
+        if (localisation is None) == (fixed_theta is None):
+            raise ValueError("give exactly one of `localisation` and `fixed_theta`")
+        if len(output_size) != transform.dim:
+            raise ValueError(
+                f"{type(transform).__name__} is {transform.dim}D but output_size "
+                f"{tuple(output_size)} has {len(output_size)} dimensions"
+            )
+        if num_transformers < 1:
+            raise ValueError(f"num_transformers must be >= 1, got {num_transformers}")
+        if mode not in MODES:
+            raise ValueError(f"unknown sampling mode {mode!r}; choose one of {MODES}")
+        if flatten_depth and transform.dim != 3:
+            raise ValueError("flatten_depth only applies to a 3D transform")
+        self.transform = transform
+        self.output_size = tuple(int(s) for s in output_size)
+        self.num_transformers = num_transformers
+        self.mode = mode
+        self.flatten_depth = flatten_depth
+        identity = transform.identity_params().repeat(num_transformers)  # (N * P,)
+        self.localisation = localisation
+        if localisation is not None:
+            if localisation_features is None:
+                raise ValueError("`localisation_features` (the network's output width) is needed")
+            self.regressor = nn.Linear(localisation_features, identity.numel())
+            nn.init.zeros_(self.regressor.weight)
+            with torch.no_grad():
+                self.regressor.bias.copy_(identity)
+        else:
+            theta = torch.as_tensor(fixed_theta, dtype=torch.float32).reshape(-1)
+            if theta.numel() != identity.numel():
+                raise ValueError(
+                    f"fixed_theta needs {num_transformers} x {transform.num_params} values, "
+                    f"got {theta.numel()}"
+                )
+            self.regressor = None
+            self.register_buffer("fixed_theta", theta)
+
+    def localisation_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the localisation network and its regression layer (for their own lr)."""
+        if self.localisation is not None:
+            yield from self.localisation.parameters()
+            yield from self.regressor.parameters()
+
+    def theta(self, x: Tensor) -> Tensor:
+        """Regress theta ``(B, N * num_params)`` from the input."""
+        if self.localisation is None:
+            return self.fixed_theta.to(x.dtype).expand(x.shape[0], -1)
+        return self.regressor(self.localisation(x))
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        if x.dim() != self.transform.dim + 2:
+            want = "(B, C, H, W)" if self.transform.dim == 2 else "(B, C, D, H, W)"
+            raise ValueError(
+                f"{type(self.transform).__name__} is {self.transform.dim}D and needs an input "
+                f"{want}, got {tuple(x.shape)}"
+            )
+        b, n, p = x.shape[0], self.num_transformers, self.transform.num_params
+        theta = self.theta(x).reshape(b * n, p)
+        grid = self.transform.grid(theta, self.output_size)  # (B * N, *output_size, dim)
+        source = x if n == 1 else x.repeat_interleave(n, dim=0)  # (B * N, C, ...)
+        out = sample(source, grid, self.mode)  # (B * N, C, *output_size)
+        if self.flatten_depth:
+            out = out.sum(dim=2)
+        if n == 1:
+            return out, theta
+        return out.view(b, n, *out.shape[1:]), theta.view(b, n, p)
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, num_transformers={self.num_transformers}, "
+            f"mode={self.mode!r}, flatten_depth={self.flatten_depth}"
+        )
