@@ -1,0 +1,62 @@
+"""Config helpers: the ``project_root`` resolver, a run's identity (hash) and its directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = PACKAGE_ROOT / "conf"
+
+
+def project_root() -> str:
+    """``$STN_REPRO_ROOT``, else the checkout this package was installed from."""
+    return os.environ.get("STN_REPRO_ROOT", str(PACKAGE_ROOT))
+
+
+if not OmegaConf.has_resolver("project_root"):
+    OmegaConf.register_new_resolver("project_root", project_root)
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What determines a run's result: data, model, schedule (less its logging) and seed."""
+    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
+    schedule.pop("log", None)
+    return {
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "schedule": schedule,
+        "seed": int(cfg.seed),
+    }
+
+
+def config_hash(cfg: DictConfig) -> str:
+    blob = json.dumps(identity(cfg), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def slug(text: str) -> str:
+    """"ST-CNN Aff" -> "st-cnn-aff"."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def model_label(cfg: DictConfig) -> str:
+    """A readable name for an ad-hoc run: ``st_cnn-tps``."""
+    transform = cfg.model.get("transform")
+    return cfg.model.name + (f"-{transform.name}" if transform else "")
+
+
+def run_dir(cfg: DictConfig, experiment: str = "adhoc", row: str | None = None) -> Path:
+    """``outputs/runs/<experiment>/<schedule>/<row>/seed<k>`` unless ``cfg.run_dir`` is set."""
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir)
+    row = row or f"{cfg.dataset.name}-{model_label(cfg)}"
+    return (
+        Path(cfg.paths.output_dir) / "runs" / experiment / cfg.schedule.name / slug(row)
+        / f"seed{cfg.seed}"
+    )  # fmt: skip

@@ -1,0 +1,73 @@
+"""Datasets: base sources, vectorised generators and their HDF5 cache.
+
+``load_split(cfg, split, data_dir, cache_dir)`` is the one entry point the engine uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import UserError
+from .cache import Split, cache_path, config_key, read_split, write_split
+from .generators import GENERATORS, generate, seed_for
+from .sources import MNIST_MD5, load_mnist
+
+__all__ = ["Split", "load_split", "generator_config"]
+
+SPLITS = ("train", "test")
+
+
+def generator_config(cfg: DictConfig) -> dict:
+    """The generator's own parameters from a dataset config (what the cache key hashes)."""
+    params = OmegaConf.to_container(cfg.params, resolve=True) if "params" in cfg else {}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def load_split(
+    cfg: DictConfig,
+    split: str,
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    epoch: int | None = None,
+    limit: int | None = None,
+) -> Split:
+    """Generate (or read from the cache) one split of the dataset ``cfg`` describes.
+
+    Args:
+        cfg: a ``conf/dataset/*.yaml`` config (``name``, ``source``, ``generator``, ``params``,
+            ``seed``).
+        split: "train" (from the 60,000 training digits) or "test" (from the 10,000 test digits).
+        epoch: ``None`` for the fixed, cached split; an epoch number draws fresh distortions
+            for that epoch (not cached).
+        limit: use only the first ``limit`` digits of the split (``None``: all).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if cfg.source != "mnist":
+        raise UserError(f"dataset {cfg.name}: unknown source {cfg.source!r}; only 'mnist' exists")
+    if cfg.generator not in GENERATORS:
+        raise UserError(
+            f"dataset {cfg.name}: unknown generator {cfg.generator!r}; "
+            f"choose one of {sorted(GENERATORS)}"
+        )
+    params = generator_config(cfg)
+    seed = seed_for(int(cfg.seed), split, epoch)
+    key = config_key(
+        {"source": MNIST_MD5, "generator": cfg.generator, "params": params, "seed": seed,
+         "limit": limit}
+    )
+    path = cache_path(cache_dir, cfg.name, split, key)
+    if epoch is None and path.exists():
+        return read_split(path, key)
+    digits, labels = load_mnist(data_dir, split)
+    digits, labels = digits[:limit], labels[:limit]
+    try:
+        images, gen_params = generate(cfg.generator, digits, seed, params)
+    except TypeError as err:
+        raise UserError(f"dataset {cfg.name}: bad generator parameters ({err})") from None
+    data = Split(images, labels, gen_params)
+    if epoch is None:
+        write_split(path, data, key)
+    return data

@@ -1,0 +1,222 @@
+"""Distorted-MNIST generators of the paper's Appendix A.4: R, RTS, P, E and TC.
+
+Each generator takes a batch of digits ``(N, 28, 28)`` uint8, a seeded ``torch.Generator`` and
+its parameters (from ``conf/dataset/*.yaml``), and returns the distorted images ``(N, 1, H, W)``
+uint8 with the per-image generation parameters ``(N, P)`` float32 (named in ``PARAM_NAMES``),
+so that tests can recover the distributions. Everything is vectorised over the batch: the warps
+reuse ``stn_repro.st`` (one grid per image, one ``grid_sample`` call), pastes use a scatter.
+
+Geometry follows ``stn_repro.st``: normalised coordinates (``align_corners=False``), a warp maps
+output (canvas) coordinates to the digit's coordinates. Offsets are in canvas pixels measured
+from the canvas centre to the digit's centre, ``x`` right and ``y`` down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from ..st import Affine, Projective, ThinPlateSpline, sample
+
+DIGIT = 28  # side of an MNIST digit in pixels
+
+
+def uniform(rng: torch.Generator, n: int, low: float, high: float) -> Tensor:
+    return low + (high - low) * torch.rand(n, generator=rng, dtype=torch.float64)
+
+
+def warp(digits: Tensor, grid: Tensor) -> Tensor:
+    """Bilinear warp of uint8 digits ``(N, 28, 28)`` at ``grid`` -> uint8 ``(N, 1, H, W)``."""
+    out = sample(digits[:, None].float(), grid.float())
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+def similarity(angle_deg: Tensor, scale: Tensor, offset_px: Tensor, canvas: int) -> Tensor:
+    """Affine thetas ``(N, 6)`` placing a digit rotated by ``angle`` (degrees, anticlockwise on
+    screen), scaled by ``scale`` and centred ``offset_px`` ``(N, 2)`` from the centre of a
+    ``canvas`` x ``canvas`` image (canvas -> digit coordinates)."""
+    a = torch.deg2rad(angle_deg)
+    k = canvas / (DIGIT * scale)  # canvas units per digit unit
+    cos, sin = k * torch.cos(a), k * torch.sin(a)
+    c = 2 * offset_px / canvas  # (N, 2) centre in canvas normalised coordinates
+    # digit = k R(a) (p - c), R(a) = [[cos, -sin], [sin, cos]] in y-down coordinates.
+    tx = -(cos * c[:, 0] - sin * c[:, 1])
+    ty = -(sin * c[:, 0] + cos * c[:, 1])
+    return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1)
+
+
+def rotate(digits: Tensor, rng: torch.Generator, rotation: tuple[float, float]) -> tuple:
+    """R: the digit rotated by ``U(rotation)`` degrees about its centre, 28x28."""
+    n = len(digits)
+    angle = uniform(rng, n, *rotation)
+    theta = similarity(angle, torch.ones(n, dtype=torch.float64), torch.zeros(n, 2), DIGIT)
+    return warp(digits, Affine().grid(theta, (DIGIT, DIGIT))), angle[:, None]
+
+
+def rotate_translate_scale(
+    digits: Tensor,
+    rng: torch.Generator,
+    rotation: tuple[float, float],
+    scale: tuple[float, float],
+    canvas: int,
+) -> tuple:
+    """RTS: rotated by ``U(rotation)`` degrees, scaled by ``U(scale)``, placed at a uniform
+    random location of a ``canvas`` square such that the scaled 28x28 frame lies inside it."""
+    n = len(digits)
+    angle = uniform(rng, n, *rotation)
+    s = uniform(rng, n, *scale)
+    reach = (canvas - DIGIT * s) / 2  # largest offset keeping the frame inside, (N,)
+    if (reach < 0).any():
+        raise ValueError(f"a digit scaled by {scale[1]} does not fit a {canvas}px canvas")
+    offset = (2 * torch.rand(n, 2, generator=rng, dtype=torch.float64) - 1) * reach[:, None]
+    theta = similarity(angle, s, offset, canvas)
+    images = warp(digits, Affine().grid(theta, (canvas, canvas)))
+    return images, torch.cat([angle[:, None], s[:, None], offset], dim=1)
+
+
+def homographies(src: Tensor, dst: Tensor) -> Tensor:
+    """Solve ``(N, 8)`` homographies (h33 = 1) mapping 4 points ``src`` to ``dst`` ``(N, 4, 2)``."""
+    x, y = src.unbind(-1)
+    u, v = dst.unbind(-1)
+    one, zero = torch.ones_like(x), torch.zeros_like(x)
+    rows_u = torch.stack([x, y, one, zero, zero, zero, -u * x, -u * y], dim=-1)
+    rows_v = torch.stack([zero, zero, zero, x, y, one, -v * x, -v * y], dim=-1)
+    a = torch.cat([rows_u, rows_v], dim=1)  # (N, 8, 8)
+    b = torch.cat([u, v], dim=1)  # (N, 8)
+    return torch.linalg.solve(a, b)
+
+
+CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
+
+
+def projective(
+    digits: Tensor, rng: torch.Generator, scale: tuple[float, float], corner_sd: float
+) -> tuple:
+    """P: scaled by ``U(scale)`` about the centre, then each of the 4 corners moved by
+    ``N(0, corner_sd)`` pixels; the projective warp taking the moved corners to the digit's
+    corners is applied, 28x28."""
+    n = len(digits)
+    s = uniform(rng, n, *scale)
+    moves = corner_sd * torch.randn(n, 4, 2, generator=rng, dtype=torch.float64)  # pixels
+    corners_out = s[:, None, None] * CORNERS + 2 * moves / DIGIT
+    theta = homographies(corners_out, CORNERS.expand(n, 4, 2))
+    images = warp(digits, Projective().grid(theta, (DIGIT, DIGIT)))
+    return images, torch.cat([s[:, None], moves.flatten(1)], dim=1)
+
+
+def elastic(
+    digits: Tensor,
+    rng: torch.Generator,
+    scale: tuple[float, float],
+    control_points: int,
+    point_sd: float,
+) -> tuple:
+    """E: scaled by ``U(scale)`` about the centre, then a thin plate spline warp whose
+    ``control_points`` (a regular grid over the image) are each moved by ``N(0, point_sd)``
+    pixels, 28x28."""
+    n = len(digits)
+    tps = ThinPlateSpline(control_points).double()
+    s = uniform(rng, n, *scale)
+    moves = point_sd * torch.randn(n, control_points, 2, generator=rng, dtype=torch.float64)
+    # Output control point P_k samples the digit at (P_k + move_k) / s.
+    theta = (tps.control_points.double() + 2 * moves / DIGIT) / s[:, None, None]
+    images = warp(digits, tps.grid(theta.flatten(1), (DIGIT, DIGIT)))
+    return images, torch.cat([s[:, None], moves.flatten(1)], dim=1)
+
+
+def paste_max(canvas: Tensor, patches: Tensor, top: Tensor, left: Tensor) -> Tensor:
+    """Paste ``patches`` ``(N, M, h, w)`` into ``canvas`` ``(N, H, W)`` at integer positions
+    ``(N, M)`` (top-left corners, inside the canvas), keeping the brighter pixel."""
+    n, m, h, w = patches.shape
+    width = canvas.shape[-1]
+    rows = top[..., None, None] + torch.arange(h)[:, None]  # (N, M, h, 1)
+    cols = left[..., None, None] + torch.arange(w)  # (N, M, 1, w)
+    index = (rows * width + cols).reshape(n, -1)
+    out = canvas.reshape(n, -1).clone()
+    out.scatter_reduce_(1, index, patches.reshape(n, -1), reduce="amax")
+    return out.view_as(canvas)
+
+
+def translate_clutter(
+    digits: Tensor,
+    rng: torch.Generator,
+    canvas: int,
+    clutter: int,
+    patch: int,
+    pool: Tensor,
+) -> tuple:
+    """TC: the digit at a uniform random (integer) location of a ``canvas`` square, fully inside,
+    plus ``clutter`` random ``patch`` x ``patch`` crops of random other digits of ``pool`` at
+    uniform random places; overlaps keep the brighter pixel."""
+    n = len(digits)
+    corner = torch.randint(0, canvas - DIGIT + 1, (n, 2), generator=rng)  # (top, left)
+    images = paste_max(
+        torch.zeros(n, canvas, canvas, dtype=torch.uint8),
+        digits[:, None],
+        corner[:, :1],
+        corner[:, 1:],
+    )
+    source = torch.randint(0, len(pool), (n, clutter), generator=rng)
+    crop = torch.randint(0, DIGIT - patch + 1, (n, clutter, 2), generator=rng)
+    rows = crop[..., 0, None, None] + torch.arange(patch)[:, None]  # (N, M, p, 1)
+    cols = crop[..., 1, None, None] + torch.arange(patch)  # (N, M, 1, p)
+    pieces = pool[source[..., None, None], rows, cols]  # (N, M, p, p)
+    where = torch.randint(0, canvas - patch + 1, (n, clutter, 2), generator=rng)
+    images = paste_max(images, pieces, where[..., 0], where[..., 1])
+    offset = corner.flip(1).double() + DIGIT / 2 - canvas / 2  # digit centre (x, y) from centre
+    return images[:, None], torch.cat([offset, where.flatten(1).double()], dim=1)
+
+
+GENERATORS: dict[str, Callable] = {
+    "rotate": rotate,
+    "rts": rotate_translate_scale,
+    "projective": projective,
+    "elastic": elastic,
+    "clutter": translate_clutter,
+}
+"""Generators by the ``generator`` name the dataset configs use."""
+
+PARAM_NAMES = {
+    "rotate": ["angle"],
+    "rts": ["angle", "scale", "offset_x", "offset_y"],
+    "projective": ["scale", "corner_moves (4 x (x, y) px)"],
+    "elastic": ["scale", "point_moves (K x (x, y) px)"],
+    "clutter": ["offset_x", "offset_y", "patch_corners (M x (top, left) px)"],
+}
+"""Columns of each generator's parameter array (angles in degrees, offsets in pixels)."""
+
+
+def generate(
+    name: str,
+    digits: Tensor,
+    seed: int,
+    params: dict,
+    pool: Tensor | None = None,
+    chunk: int = 10_000,
+) -> tuple[Tensor, Tensor]:
+    """Run generator ``name`` over all ``digits`` in chunks, deterministically from ``seed``.
+
+    Returns:
+        images ``(N, 1, H, W)`` uint8 and generation parameters ``(N, P)`` float32.
+    """
+    if name not in GENERATORS:
+        raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
+    rng = torch.Generator().manual_seed(seed)
+    kwargs = dict(params)
+    if name == "clutter":
+        kwargs["pool"] = digits if pool is None else pool
+    images, gen_params = [], []
+    for start in range(0, len(digits), chunk):
+        out, p = GENERATORS[name](digits[start : start + chunk], rng, **kwargs)
+        images.append(out)
+        gen_params.append(p.float())
+    return torch.cat(images), torch.cat(gen_params)
+
+
+def seed_for(seed: int, split: str, epoch: int | None = None) -> int:
+    """A distinct generator seed per (data seed, split, epoch); ``epoch=None`` for a fixed split."""
+    key = f"{seed}/{split}/{'fixed' if epoch is None else epoch}"
+    return int(hashlib.sha256(key.encode()).hexdigest()[:15], 16)

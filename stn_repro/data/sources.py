@@ -1,0 +1,71 @@
+"""Base datasets read from their original files: MNIST (bundled in ``datasets/MNIST/raw``)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from urllib.error import URLError
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+"""MD5 of the four original MNIST files (the same as torchvision's)."""
+
+
+def md5sum(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def mnist_raw_dir(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "MNIST" / "raw"
+
+
+def verify_mnist(data_dir: str | Path) -> bool:
+    """True when all four files are present with their MD5s; raise if one is corrupt."""
+    raw = mnist_raw_dir(data_dir)
+    present = 0
+    for name, md5 in MNIST_MD5.items():
+        path = raw / name
+        if path.exists():
+            if md5sum(path) != md5:
+                raise UserError(
+                    f"{path} is corrupt (its MD5 is not {md5}): restore it with "
+                    f"`git checkout -- {path}` or delete it so that it is downloaded again."
+                )
+            present += 1
+    return present == len(MNIST_MD5)
+
+
+def load_mnist(data_dir: str | Path, split: str) -> tuple[Tensor, Tensor]:
+    """The MNIST ``split`` ("train": 60,000 digits, "test": 10,000) as uint8 images and labels.
+
+    Reads the original ``.gz`` files in ``<data_dir>/MNIST/raw`` after checking their MD5s; when
+    they are missing, torchvision downloads them there.
+
+    Returns:
+        images ``(N, 28, 28)`` uint8 and labels ``(N,)`` int64.
+    """
+    from torchvision.datasets import MNIST
+
+    if split not in ("train", "test"):
+        raise ValueError(f"MNIST split must be 'train' or 'test', got {split!r}")
+    if not verify_mnist(data_dir):
+        try:
+            MNIST(str(data_dir), train=split == "train", download=True)
+        except (RuntimeError, URLError, OSError) as err:
+            raise UserError(
+                f"the MNIST files are missing from {mnist_raw_dir(data_dir)} and downloading them "
+                f"failed ({type(err).__name__}); copy the four original .gz files "
+                f"({', '.join(MNIST_MD5)}) into that folder."
+            ) from None
+    # With the verified .gz files present, torchvision only extracts them (no network).
+    ds = MNIST(str(data_dir), train=split == "train", download=True)
+    return ds.data.to(torch.uint8), ds.targets.to(torch.int64)

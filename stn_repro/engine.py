@@ -1,0 +1,283 @@
+"""One run: data, model and optimiser from the config; train; evaluate; log; checkpoint.
+
+``train_run(cfg, run_dir, meta)`` trains exactly one model and writes, in ``run_dir``:
+``config.yaml`` (the resolved config), ``tb/`` (TensorBoard), ``checkpoint.pt`` (atomic, for
+resuming) and ``metrics.json`` (atomic, written last: a run is finished when it exists).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .config import config_hash
+from .data import Split, load_split
+from .errors import UserError
+from .models import DataSpec, build_model, count_params
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def write_atomic(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("device=cuda was asked for but no GPU is visible; use device=cpu")
+    return torch.device(name)
+
+
+def lr_factor(schedule: DictConfig, iteration: int) -> float:
+    """Learning-rate multiplier at ``iteration``: step decays or a cosine to zero."""
+    if schedule.lr_policy == "step":
+        return schedule.lr_decay ** sum(iteration >= s for s in schedule.lr_steps)
+    if schedule.lr_policy == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * iteration / schedule.iterations))
+    raise UserError(f"unknown schedule.lr_policy {schedule.lr_policy!r}; use step or cosine")
+
+
+def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimizer:
+    """Two parameter groups: the localisation network (lr * loc_lr_scale) and the rest."""
+    st = getattr(model, "st", None)
+    loc = list(st.localisation_parameters()) if st is not None else []
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids]
+    groups = [{"params": rest, "lr_scale": 1.0}]
+    if loc:
+        groups.append({"params": loc, "lr_scale": float(schedule.loc_lr_scale)})
+    if schedule.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=schedule.lr, momentum=schedule.momentum,
+            weight_decay=schedule.weight_decay,
+        )  # fmt: skip
+    if schedule.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    raise UserError(f"unknown schedule.optimizer {schedule.optimizer!r}; use sgd or adam")
+
+
+def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
+    """Indices of the batch at ``iteration``: epochs are seeded permutations of the n images,
+    so the batch order depends on (seed, iteration) only and a resumed run sees the same."""
+    epoch, offset = divmod(iteration * batch_size, n)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    idx = perm[offset : offset + batch_size]
+    if len(idx) < batch_size:  # wrap into the next epoch
+        nxt = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch + 1))
+        idx = torch.cat([idx, nxt[: batch_size - len(idx)]])
+    return idx
+
+
+def to_input(images: Tensor, device: torch.device) -> Tensor:
+    """uint8 ``(B, C, H, W)`` -> float in [0, 1] on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, device: torch.device, batch_size: int = 1000) -> float:
+    """Test error in percent over the whole split."""
+    model.eval()
+    wrong = 0
+    for start in range(0, len(data), batch_size):
+        x = to_input(data.images[start : start + batch_size], device)
+        y = data.labels[start : start + batch_size].to(device)
+        wrong += (model(x).argmax(1) != y).sum().item()
+    model.train()
+    return 100.0 * wrong / len(data)
+
+
+def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
+    """Inputs, the transformer's outputs, its sampling grid over the input, theta histograms."""
+    from torchvision.utils import make_grid
+
+    from .viz import draw_grid
+
+    writer.add_image("images/input", make_grid(x, nrow=8, pad_value=0.5), step)
+    st = getattr(model, "st", None)
+    if st is None:
+        return
+    with torch.no_grad():
+        out, theta = st(x)
+        grid = st.transform.grid(theta, st.output_size)
+    writer.add_image("images/st_output", make_grid(out.clamp(0, 1), nrow=8, pad_value=0.5), step)
+    writer.add_image("images/st_grid", make_grid(draw_grid(x.cpu(), grid.cpu()), nrow=8), step)
+    for k in range(theta.shape[1]):
+        writer.add_histogram(f"theta/{k}", theta[:, k], step)
+
+
+def check_checkpoint(ckpt: dict, path: Path, expected: str) -> None:
+    if ckpt.get("config_hash") != expected:
+        raise UserError(
+            f"the checkpoint {path} was written for another config; delete that run directory "
+            "or give this run another one with run_dir=..."
+        )
+
+
+def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
+    """Train, or resume, or skip (when finished) the run ``cfg`` describes; return its metrics.
+
+    ``meta`` (experiment, table, column, row) is stored in ``metrics.json`` for the tables.
+    """
+    run_dir = Path(run_dir)
+    chash = config_hash(cfg)
+    done = read_metrics(run_dir)
+    if done is not None:
+        if done.get("config_hash") != chash:
+            raise UserError(
+                f"{run_dir} already holds the results of another config; delete it or choose "
+                "another run_dir=..."
+            )
+        return done
+    schedule = cfg.schedule
+    device = pick_device(cfg.device)
+    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, map_location="cpu") if ckpt_path.exists() else None
+    if ckpt is not None:
+        check_checkpoint(ckpt, ckpt_path, chash)
+
+    # ---- data: uint8 tensors in memory --------------------------------------------------
+    paths = cfg.paths
+    train = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
+                       limit=schedule.train_limit)  # fmt: skip
+    test = load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
+                      limit=schedule.test_limit)  # fmt: skip
+    spec = DataSpec(tuple(train.images.shape[1:]), 10, int(cfg.dataset.get("st_pool", 1)))
+
+    # ---- model and optimiser --------------------------------------------------------------
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(cfg.model, spec).to(device)
+    optimizer = make_optimizer(model, schedule)
+    start, elapsed = 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, elapsed = ckpt["iteration"], ckpt["elapsed"]
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if start else None)
+    log = schedule.log
+    preview = to_input(test.images[:32], device)
+
+    def save_checkpoint(iteration: int) -> None:
+        state = {
+            "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        }  # fmt: skip
+        write_atomic(ckpt_path, lambda p: torch.save(state, p))
+
+    # ---- training loop ----------------------------------------------------------------------
+    model.train()
+    epoch_seen, epoch_data = None, train
+    tic = time.perf_counter()
+    bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
+               disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
+    for it in bar:
+        if cfg.dataset.fresh_each_epoch:  # new distortions of the training digits each epoch
+            epoch = it * schedule.batch_size // len(train)
+            if epoch != epoch_seen:
+                epoch_data = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
+                                        epoch=epoch, limit=schedule.train_limit)  # fmt: skip
+                epoch_seen = epoch
+        factor = lr_factor(schedule, it)
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr * factor * group["lr_scale"]
+        idx = batch_indices(len(train), schedule.batch_size, it, int(cfg.seed))
+        x = to_input(epoch_data.images[idx], device)  # (B, C, H, W)
+        y = epoch_data.labels[idx].to(device)  # (B,)
+        logits = model(x)  # (B, 10)
+        loss = F.cross_entropy(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"the loss became {loss.item()} at iteration {it} of {run_dir}; lower schedule.lr "
+                f"(now {schedule.lr}) or the localisation lr (schedule.loc_lr_scale), then rerun: "
+                "the run resumes from its last checkpoint"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step = it + 1
+        if step % log.every == 0 or step == schedule.iterations:
+            error = 100.0 * (logits.argmax(1) != y).float().mean().item()
+            writer.add_scalar("train/loss", loss.item(), step)
+            writer.add_scalar("train/error", error, step)
+            writer.add_scalar("train/lr", schedule.lr * factor, step)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if step % log.image_every == 0 or step == schedule.iterations:
+            log_images(writer, model, preview, step)
+        if step % log.eval_every == 0 and step != schedule.iterations:
+            writer.add_scalar("test/error", evaluate(model, test, device), step)
+        if step % log.checkpoint_every == 0 or step == schedule.iterations:
+            elapsed += time.perf_counter() - tic
+            tic = time.perf_counter()
+            save_checkpoint(step)
+    elapsed += time.perf_counter() - tic
+    trained = schedule.iterations - start
+
+    # ---- evaluation and metrics ----------------------------------------------------------
+    test_error = evaluate(model, test, device)
+    params = count_params(model)
+    writer.add_scalar("test/error", test_error, schedule.iterations)
+    transform = cfg.model.transform.name if cfg.model.get("transform") else None
+    hparams = {"model": cfg.model.name, "transform": str(transform), "dataset": cfg.dataset.name,
+               "schedule": schedule.name, "seed": int(cfg.seed), "params": params}  # fmt: skip
+    writer.add_hparams(hparams, {"hparam/test_error": test_error}, run_name=".")
+    writer.close()
+    metrics = {
+        **(meta or {}),
+        "test_error": test_error,
+        "params": params,
+        "iterations": int(schedule.iterations),
+        "wall_time_s": round(elapsed, 2),
+        "images_per_s": round(trained * schedule.batch_size / max(elapsed, 1e-9), 1)
+        if trained else None,
+        "train_images": len(train),
+        "test_images": len(test),
+        "dataset": cfg.dataset.name,
+        "data": f"{cfg.dataset.source} -> {cfg.dataset.generator} "
+        f"{json.dumps(OmegaConf.to_container(cfg.dataset.params))}, data seed {cfg.dataset.seed}"
+        + (", fresh distortions each epoch" if cfg.dataset.fresh_each_epoch else ""),
+        "model": cfg.model.name,
+        "transform": transform,
+        "schedule": schedule.name,
+        "seed": int(cfg.seed),
+        "config_hash": chash,
+        "device": str(device),
+        "torch": torch.__version__,
+        "host": platform.node(),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,169 @@
+"""The distorted-MNIST models of Appendix A.4: FCN, CNN, ST-FCN and ST-CNN.
+
+Classifier heads (``width`` solved so a model has about ``cfg.target_params`` parameters):
+- FCN: flatten, two hidden fully connected layers of ``width`` units, classifier.
+- CNN: conv 9x9 (``width`` filters), max-pool 2, conv 7x7 (``width`` filters), max-pool 2,
+  classifier. Valid convolutions where the input allows them, else "same" padding (see
+  docs/reproduction-notes.md).
+Spatial transformers sit at the input; their output has the input's size and is average-pooled
+by ``spec.st_pool`` before the head. Localisation networks:
+- ST-FCN: three fully connected hidden layers of 32 units.
+- ST-CNN: max-pool 2 (the 2x downsampled input), conv 5x5 (20), max-pool 2, conv 5x5 (20),
+  fully connected 20 units.
+All non-linearities are ReLU.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+
+from ..errors import UserError
+from ..st import SpatialTransformer, build_transform
+from . import DataSpec, count_params, register
+
+
+def conv_out(size: int, kernel: int, padding: int) -> int:
+    return size + 2 * padding - kernel + 1
+
+
+def cnn_padding(size: int) -> tuple[int, int]:
+    """Paddings of the two convolutions: valid when the map stays >= 2 pixels, else "same"."""
+    valid = conv_out(conv_out(size, 9, 0) // 2, 7, 0) // 2
+    return (0, 0) if valid >= 2 else (4, 3)
+
+
+def fcn_head(shape, width: int, num_classes: int) -> nn.Module:
+    c, h, w = shape
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(c * h * w, width), nn.ReLU(),
+        nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(width, num_classes),
+    )  # fmt: skip
+
+
+def cnn_head(shape, width: int, num_classes: int) -> nn.Module:
+    c, h, w = shape
+    p1, p2 = cnn_padding(min(h, w))
+    oh = conv_out(conv_out(h, 9, p1) // 2, 7, p2) // 2
+    ow = conv_out(conv_out(w, 9, p1) // 2, 7, p2) // 2
+    return nn.Sequential(
+        nn.Conv2d(c, width, 9, padding=p1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(width, width, 7, padding=p2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(width * oh * ow, num_classes),
+    )  # fmt: skip
+
+
+def fcn_localisation(shape) -> tuple[nn.Module, int]:
+    c, h, w = shape
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(c * h * w, 32), nn.ReLU(),
+        nn.Linear(32, 32), nn.ReLU(),
+        nn.Linear(32, 32), nn.ReLU(),
+    ), 32  # fmt: skip
+
+
+def cnn_localisation(shape) -> tuple[nn.Module, int]:
+    c, h, w = shape
+    oh = conv_out(conv_out(h // 2, 5, 0) // 2, 5, 0)
+    ow = conv_out(conv_out(w // 2, 5, 0) // 2, 5, 0)
+    if min(oh, ow) < 1:
+        raise UserError(f"the ST-CNN localisation network needs inputs of at least 28x28, got {h}x{w}")
+    return nn.Sequential(
+        nn.MaxPool2d(2),
+        nn.Conv2d(c, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(20, 20, 5), nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(20 * oh * ow, 20), nn.ReLU(),
+    ), 20  # fmt: skip
+
+
+HEADS = {"fcn": fcn_head, "cnn": cnn_head}
+LOCALISATIONS = {"fcn": fcn_localisation, "cnn": cnn_localisation}
+
+
+class Classifier(nn.Module):
+    """Optional spatial transformer, optional average pooling, then a classifier head."""
+
+    def __init__(self, head: nn.Module, st: SpatialTransformer | None = None, pool: int = 1):
+        super().__init__()
+        self.st = st
+        self.pool = nn.AvgPool2d(pool) if st is not None and pool > 1 else nn.Identity()
+        self.head = head
+
+    def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> logits (B, classes)
+        if self.st is not None:
+            x, _ = self.st(x)  # (B, C, H, W), the same size as the input
+        return self.head(self.pool(x))
+
+
+def make_st(cfg: DictConfig, spec: DataSpec) -> SpatialTransformer:
+    if "transform" not in cfg or cfg.transform is None:
+        raise UserError(f"model {cfg.name} needs a transform: add model/transform=affine|projective|tps")
+    kwargs = OmegaConf.to_container(cfg.transform, resolve=True)
+    transform = build_transform(kwargs.pop("name"), **kwargs)
+    if transform.dim != 2:
+        raise UserError(
+            f"transform {cfg.transform.name} is {transform.dim}D but the data are 2D images; "
+            "choose model/transform=affine, projective or tps"
+        )
+    localisation, features = LOCALISATIONS[cfg.localisation](spec.shape)
+    return SpatialTransformer(transform, spec.shape[1:], localisation, features)
+
+
+def solve_width(make, target: int, low: int = 1, high: int = 8192) -> nn.Module:
+    """The model from ``make(width)`` whose parameter count is closest to ``target``."""
+
+    def count(width: int) -> int:
+        with torch.device("meta"):  # counts without allocating or initialising weights
+            return count_params(make(width))
+
+    while high - low > 1:  # counts grow with the width: bisect
+        mid = (low + high) // 2
+        if count(mid) <= target:
+            low = mid
+        else:
+            high = mid
+    return make(min((low, high), key=lambda w: abs(count(w) - target)))
+
+
+def build_classifier(cfg: DictConfig, spec: DataSpec, with_st: bool) -> nn.Module:
+    if not with_st and cfg.get("transform") is not None:
+        raise UserError(
+            f"model {cfg.name} has no spatial transformer, so model/transform does not apply; "
+            f"use model=st_{cfg.name}"
+        )
+    st = make_st(cfg, spec) if with_st else None
+    pool = spec.st_pool if with_st else 1
+    c, h, w = spec.shape
+    head_shape = (c, h // pool, w // pool)
+    budget = int(cfg.target_params) - (count_params(st) if st is not None else 0)
+
+    def make(width: int) -> nn.Module:
+        return HEADS[cfg.head](head_shape, width, spec.num_classes)
+
+    return Classifier(solve_width(make, budget), st, pool)
+
+
+@register("fcn")
+def fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    return build_classifier(cfg, spec, with_st=False)
+
+
+@register("cnn")
+def cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    return build_classifier(cfg, spec, with_st=False)
+
+
+@register("st_fcn")
+def st_fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    return build_classifier(cfg, spec, with_st=True)
+
+
+@register("st_cnn")
+def st_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    return build_classifier(cfg, spec, with_st=True)

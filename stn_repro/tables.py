@@ -1,0 +1,125 @@
+"""Metrics of finished runs -> tables (Markdown, CSV, LaTeX), the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import statistics
+from datetime import date
+from pathlib import Path
+
+from .engine import write_atomic
+from .paper import SOURCES, TABLE1_COLUMNS, TABLE1_ROWS, paper_value
+
+LAYOUTS = {"table1": (TABLE1_ROWS, TABLE1_COLUMNS)}
+
+
+def collect(output_dir: str | Path, table: str, schedule: str) -> list[dict]:
+    """Every finished run's metrics for ``table`` under ``<output_dir>/runs/*/<schedule>/``."""
+    runs = Path(output_dir) / "runs"
+    found = []
+    for path in sorted(runs.glob(f"*/{schedule}/*/seed*/metrics.json")):
+        metrics = json.loads(path.read_text())
+        if metrics.get("table") == table:
+            found.append(metrics)
+    return found
+
+
+def summarise(runs: list[dict], table: str) -> list[dict]:
+    """One line per (column, row) that has runs: paper, ours (mean, sd, n), difference."""
+    rows, columns = LAYOUTS[table]
+    lines = []
+    for column in columns:
+        for row in rows:
+            cell = [r for r in runs if r["column"] == column and r["row"] == row]
+            if not cell:
+                continue
+            errors = [r["test_error"] for r in cell]
+            mean = statistics.fmean(errors)
+            paper = paper_value(table, row, column)
+            lines.append({
+                "column": column,
+                "model": row,
+                "paper": paper,
+                "ours_mean": round(mean, 3),
+                "ours_sd": round(statistics.stdev(errors), 3) if len(errors) > 1 else None,
+                "n": len(errors),
+                "diff": None if paper is None else round(mean - paper, 3),
+                "params": cell[0]["params"],
+                "seeds": " ".join(str(r["seed"]) for r in sorted(cell, key=lambda r: r["seed"])),
+            })  # fmt: skip
+    return lines
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def ours(line: dict) -> str:
+    sd = "" if line["ours_sd"] is None else f" ± {line['ours_sd']:.2f}"
+    return f"{line['ours_mean']:.2f}{sd} (n={line['n']})"
+
+
+def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) -> str:
+    data = sorted({r["data"] for r in runs})
+    out = [
+        f"# {table}: % test error, paper vs ours",
+        "",
+        f"Schedule `{schedule}`; generated {date.today().isoformat()} by stn-repro from "
+        f"{len(runs)} finished runs. Ours: mean ± sd over n seeds. Diff: ours - paper.",
+        "",
+        f"Paper values: {SOURCES[table]}",
+        "",
+        "| Column | Model | Paper | Ours | Diff | Params | Seeds |",
+        "|---|---|---:|---|---:|---:|---|",
+    ]
+    for line in lines:
+        out.append(
+            f"| {line['column']} | {line['model']} | {fmt(line['paper'], 1)} | {ours(line)} | "
+            f"{fmt(line['diff'])} | {line['params']:,} | {line['seeds']} |"
+        )
+    out += ["", "Data:", *[f"- {d}" for d in data], ""]
+    return "\n".join(out)
+
+
+def to_csv(lines: list[dict]) -> str:
+    buf = io.StringIO()
+    fields = ["column", "model", "paper", "ours_mean", "ours_sd", "n", "diff", "params", "seeds"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(lines)
+    return buf.getvalue()
+
+
+def to_latex(table: str, lines: list[dict], schedule: str) -> str:
+    out = [
+        "\\begin{tabular}{llrlrr}",
+        "\\hline",
+        "Column & Model & Paper & Ours & Diff & Params \\\\",
+        "\\hline",
+    ]
+    for line in lines:
+        sd = "" if line["ours_sd"] is None else f" $\\pm$ {line['ours_sd']:.2f}"
+        out.append(
+            f"{line['column']} & {line['model']} & {fmt(line['paper'], 1)} & "
+            f"{line['ours_mean']:.2f}{sd} ($n$={line['n']}) & {fmt(line['diff'])} & "
+            f"{line['params']} \\\\"
+        )
+    out += ["\\hline", "\\end{tabular}", f"% {table}, schedule {schedule}, % test error", ""]
+    return "\n".join(out)
+
+
+def write_tables(output_dir: str | Path, table: str, schedule: str) -> Path:
+    """Write ``<output_dir>/tables/<table>.{md,csv,tex}`` from the finished runs."""
+    runs = collect(output_dir, table, schedule)
+    lines = summarise(runs, table)
+    folder = Path(output_dir) / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix, text in [
+        ("md", to_markdown(table, lines, runs, schedule)),
+        ("csv", to_csv(lines)),
+        ("tex", to_latex(table, lines, schedule)),
+    ]:
+        write_atomic(folder / f"{table}.{suffix}", lambda p, t=text: p.write_text(t))
+    return folder / f"{table}.md"
