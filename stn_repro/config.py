@@ -41,7 +41,7 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def slug(text: str) -> str:
-    """"ST-CNN Aff" -> "st-cnn-aff"."""
+    """ "ST-CNN Aff" -> "st-cnn-aff"."""
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 

@@ -262,7 +262,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "iterations": int(schedule.iterations),
         "wall_time_s": round(elapsed, 2),
         "images_per_s": round(trained * schedule.batch_size / max(elapsed, 1e-9), 1)
-        if trained else None,
+        if trained
+        else None,
         "train_images": len(train),
         "test_images": len(test),
         "dataset": cfg.dataset.name,

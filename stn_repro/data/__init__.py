@@ -55,8 +55,13 @@ def load_split(
     params = generator_config(cfg)
     seed = seed_for(int(cfg.seed), split, epoch)
     key = config_key(
-        {"source": MNIST_MD5, "generator": cfg.generator, "params": params, "seed": seed,
-         "limit": limit}
+        {
+            "source": MNIST_MD5,
+            "generator": cfg.generator,
+            "params": params,
+            "seed": seed,
+            "limit": limit,
+        }
     )
     path = cache_path(cache_dir, cfg.name, split, key)
     if epoch is None and path.exists():

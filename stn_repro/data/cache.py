@@ -50,8 +50,13 @@ def write_split(path: Path, data: Split, key: str) -> None:
     try:
         with h5py.File(tmp, "w") as f:
             f.attrs["key"] = key
-            f.create_dataset("images", data=data.images.numpy(), compression="gzip",
-                             compression_opts=1, chunks=True)
+            f.create_dataset(
+                "images",
+                data=data.images.numpy(),
+                compression="gzip",
+                compression_opts=1,
+                chunks=True,
+            )
             f.create_dataset("labels", data=data.labels.numpy())
             f.create_dataset("params", data=data.params.numpy())
         os.replace(tmp, path)
@@ -71,6 +76,8 @@ def read_split(path: Path, key: str) -> Split:
             f"the dataset cache {path} is corrupt ({err}); delete it and it will be regenerated."
         ) from None
     if not (len(data.images) == len(data.labels) == len(data.params)):
-        raise UserError(f"the dataset cache {path} is corrupt (its arrays differ in length); "
-                        "delete it and it will be regenerated.")
+        raise UserError(
+            f"the dataset cache {path} is corrupt (its arrays differ in length); "
+            "delete it and it will be regenerated."
+        )
     return data

@@ -72,7 +72,9 @@ def cnn_localisation(shape) -> tuple[nn.Module, int]:
     oh = conv_out(conv_out(h // 2, 5, 0) // 2, 5, 0)
     ow = conv_out(conv_out(w // 2, 5, 0) // 2, 5, 0)
     if min(oh, ow) < 1:
-        raise UserError(f"the ST-CNN localisation network needs inputs of at least 28x28, got {h}x{w}")
+        raise UserError(
+            f"the ST-CNN localisation network needs inputs of at least 28x28, got {h}x{w}"
+        )
     return nn.Sequential(
         nn.MaxPool2d(2),
         nn.Conv2d(c, 20, 5), nn.ReLU(), nn.MaxPool2d(2),
@@ -103,7 +105,9 @@ class Classifier(nn.Module):
 
 def make_st(cfg: DictConfig, spec: DataSpec) -> SpatialTransformer:
     if "transform" not in cfg or cfg.transform is None:
-        raise UserError(f"model {cfg.name} needs a transform: add model/transform=affine|projective|tps")
+        raise UserError(
+            f"model {cfg.name} needs a transform: add model/transform=affine|projective|tps"
+        )
     kwargs = OmegaConf.to_container(cfg.transform, resolve=True)
     transform = build_transform(kwargs.pop("name"), **kwargs)
     if transform.dim != 2:

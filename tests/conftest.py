@@ -1,0 +1,44 @@
+"""Shared fixtures: the real Hydra configs, composed with a smoke budget and temp paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from stn_repro.config import CONF_DIR, PACKAGE_ROOT
+
+DATA_DIR = PACKAGE_ROOT / "datasets"
+SHARED_DATA = PACKAGE_ROOT.parent / "shared" / "data"
+
+
+def smoke_overrides(tmp_path: Path) -> list[str]:
+    """A CPU smoke budget, writing only under tmp_path."""
+    return [
+        "schedule=smoke",
+        "progress=false",
+        f"paths.data_dir={DATA_DIR}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+    ]
+
+
+@pytest.fixture
+def smoke(tmp_path: Path) -> list[str]:
+    """The overrides of ``compose_cfg``, for code that composes its own configs."""
+    return smoke_overrides(tmp_path)
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path):
+    """compose_cfg(*overrides) -> the config the CLI would see, writing under tmp_path.
+
+    Hydra stays initialised for the whole test, so code under test may compose too."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        yield lambda *overrides: compose(
+            "config", overrides=[*smoke_overrides(tmp_path), *overrides]
+        )
+    GlobalHydra.instance().clear()

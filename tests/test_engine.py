@@ -1,0 +1,141 @@
+"""Runs and experiments end to end on the smoke schedule: tables, resume, clear errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from stn_repro import engine
+from stn_repro.config import PACKAGE_ROOT, run_dir
+from stn_repro.engine import TrainingDiverged, train_run
+from stn_repro.errors import UserError
+from stn_repro.experiment import run_experiment
+
+
+def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
+    cfg = compose_cfg("dataset=mnist_rts", "model=st_cnn", "model/transform=tps", "seed=2")
+    where = run_dir(cfg)
+    assert where.parts[-4:] == ("adhoc", "smoke", "mnist-rts-st-cnn-tps", "seed2")
+    metrics = train_run(cfg, where)
+    assert 0 <= metrics["test_error"] <= 100 and metrics["test_images"] == 128
+    assert metrics["params"] > 300_000 and metrics["iterations"] == 6
+    assert json.loads((where / "metrics.json").read_text()) == metrics
+    assert (where / "checkpoint.pt").exists() and (where / "config.yaml").exists()
+    events = list((where / "tb").glob("events.out.tfevents.*"))
+    assert events
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(where / "tb"))
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"train/loss", "train/error", "train/lr", "test/error"} <= set(tags["scalars"])
+    assert {"images/input", "images/st_output", "images/st_grid"} <= set(tags["images"])
+    assert "theta/0" in tags["histograms"]
+    # A second call skips the finished run.
+    assert train_run(cfg, where) == metrics
+
+
+def test_smoke_experiment_writes_a_table_with_all_rows(compose_cfg, smoke, tmp_path):
+    overrides = [*smoke, "experiment=table1_rts", "experiment.seeds=[1,2]"]
+    cfg = compose_cfg("experiment=table1_rts", "experiment.seeds=[1,2]")
+    run_experiment(cfg, overrides)
+    tables = tmp_path / "outputs" / "tables"
+    md = (tables / "table1.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| RTS |")]
+    assert len(rows) == 8
+    assert "| RTS | ST-CNN TPS | 0.5 |" in md and "(n=2)" in md
+    csv_lines = (tables / "table1.csv").read_text().strip().splitlines()
+    assert len(csv_lines) == 9
+    assert "\\begin{tabular}" in (tables / "table1.tex").read_text()
+    # table_only rebuilds from finished runs without training.
+    (tables / "table1.md").unlink()
+    cfg.table_only = True
+    run_experiment(cfg, overrides)
+    assert (tables / "table1.md").read_text().count("| RTS |") == 8
+
+
+def test_one_row_of_an_experiment(compose_cfg, smoke, tmp_path):
+    overrides = [*smoke, "experiment=table1_tc", "row=ST-CNN Aff", "seed=3"]
+    cfg = compose_cfg("experiment=table1_tc", "row=ST-CNN Aff", "seed=3")
+    run_experiment(cfg, overrides)
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*/*/*/metrics.json"))
+    assert [p.parts[-5:-1] for p in runs] == [("table1_tc", "smoke", "st-cnn-aff", "seed3")]
+    metrics = json.loads(runs[0].read_text())
+    assert metrics["row"] == "ST-CNN Aff" and metrics["column"] == "TC"
+    cfg.row = "ST-CNN TPS"
+    with pytest.raises(UserError, match="has no row 'ST-CNN TPS'"):
+        run_experiment(cfg, overrides)
+
+
+def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, monkeypatch):
+    cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine")
+    whole = train_run(cfg, run_dir(cfg) / "whole")
+    expected = torch.load(run_dir(cfg) / "whole" / "checkpoint.pt")["model"]
+
+    where = run_dir(cfg) / "interrupted"
+    real = engine.lr_factor
+    seen = []
+
+    def interrupt_at_5(schedule, iteration):
+        seen.append(iteration)
+        if iteration == 5:
+            raise KeyboardInterrupt
+        return real(schedule, iteration)
+
+    monkeypatch.setattr(engine, "lr_factor", interrupt_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        train_run(cfg, where)
+    assert torch.load(where / "checkpoint.pt")["iteration"] == 4  # checkpoint_every = 2
+    assert not (where / "metrics.json").exists()
+    monkeypatch.setattr(engine, "lr_factor", real)
+    resumed = train_run(cfg, where)
+    assert seen == [0, 1, 2, 3, 4, 5]
+    final = torch.load(where / "checkpoint.pt")["model"]
+    for name, value in expected.items():  # the same model as the uninterrupted run
+        torch.testing.assert_close(final[name], value, msg=name)
+    assert resumed["test_error"] == whole["test_error"]
+
+
+def test_checkpoint_of_another_config_is_refused(compose_cfg):
+    cfg = compose_cfg("model=fcn")
+    where = run_dir(cfg)
+    where.mkdir(parents=True)
+    torch.save({"config_hash": "something-else", "iteration": 2}, where / "checkpoint.pt")
+    with pytest.raises(UserError, match="written for another config"):
+        train_run(cfg, where)
+
+
+def test_nan_loss_stops_with_a_clear_message(compose_cfg, monkeypatch):
+    cfg = compose_cfg("model=fcn")
+    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
+    with pytest.raises(TrainingDiverged, match="the loss became nan at iteration 0"):
+        train_run(cfg, run_dir(cfg))
+
+
+def cli(*args, tmp_path):
+    env = {**os.environ, "STN_REPRO_ROOT": str(tmp_path)}
+    return subprocess.run(
+        [sys.executable, "-m", "stn_repro.cli", *args, "schedule=smoke",
+         f"paths.data_dir={PACKAGE_ROOT / 'datasets'}"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["model=resnet"], "Could not find 'model/resnet'"),
+        (["model=cnn", "+model/transform=tps"], "model cnn has no spatial transformer"),
+        (["model=st_cnn", "model/transform=affine3d"], "transform affine3d is 3D but the data"),
+        (["row=3"], "need an experiment"),
+    ],
+)
+def test_bad_overrides_stop_before_training(tmp_path, args, message):
+    result = cli(*args, tmp_path=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "outputs" / "runs").exists()
