@@ -20,22 +20,28 @@ TABLE1_ROWS = [
 ]  # fmt: skip
 TABLE1_COLUMNS = ["R", "RTS", "P", "E", "TC"]
 
+# Table 1, left part: % error on R, RTS, P, E.
+TABLE1_LEFT = {
+    "FCN": (2.1, 5.2, 3.1, 3.2),
+    "CNN": (1.2, 0.8, 1.5, 1.4),
+    "ST-FCN Aff": (1.2, 0.8, 1.5, 2.7),
+    "ST-FCN Proj": (1.3, 0.9, 1.4, 2.6),
+    "ST-FCN TPS": (1.1, 0.8, 1.4, 2.4),
+    "ST-CNN Aff": (0.7, 0.5, 0.8, 1.2),
+    "ST-CNN Proj": (0.8, 0.6, 0.8, 1.3),
+    "ST-CNN TPS": (0.7, 0.5, 0.8, 1.1),
+}
+# Table 1, right part: % error on TC; the ST models there use the affine transformer.
+TABLE1_TC = {"FCN": 13.2, "CNN": 3.5, "ST-FCN Aff": 2.0, "ST-CNN Aff": 1.7}
+
 PAPER: dict[str, dict[tuple[str, str], float]] = {
     "table1": {
-        # (row, column): % error
-        **dict(zip([("FCN", c) for c in "R RTS P E".split()], [2.1, 5.2, 3.1, 3.2])),
-        **dict(zip([("CNN", c) for c in "R RTS P E".split()], [1.2, 0.8, 1.5, 1.4])),
-        **dict(zip([("ST-FCN Aff", c) for c in "R RTS P E".split()], [1.2, 0.8, 1.5, 2.7])),
-        **dict(zip([("ST-FCN Proj", c) for c in "R RTS P E".split()], [1.3, 0.9, 1.4, 2.6])),
-        **dict(zip([("ST-FCN TPS", c) for c in "R RTS P E".split()], [1.1, 0.8, 1.4, 2.4])),
-        **dict(zip([("ST-CNN Aff", c) for c in "R RTS P E".split()], [0.7, 0.5, 0.8, 1.2])),
-        **dict(zip([("ST-CNN Proj", c) for c in "R RTS P E".split()], [0.8, 0.6, 0.8, 1.3])),
-        **dict(zip([("ST-CNN TPS", c) for c in "R RTS P E".split()], [0.7, 0.5, 0.8, 1.1])),
-        # TC (right part of Table 1): one ST row each, the affine transformer.
-        ("FCN", "TC"): 13.2,
-        ("CNN", "TC"): 3.5,
-        ("ST-FCN Aff", "TC"): 2.0,
-        ("ST-CNN Aff", "TC"): 1.7,
+        **{
+            (row, column): value
+            for row, values in TABLE1_LEFT.items()
+            for column, value in zip(("R", "RTS", "P", "E"), values, strict=True)
+        },
+        **{(row, "TC"): value for row, value in TABLE1_TC.items()},
     },
 }
 

@@ -5,12 +5,11 @@ import math
 import pytest
 import torch
 
+from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data import load_split
 from stn_repro.data.generators import generate, homographies, paste_max
 from stn_repro.data.sources import load_mnist
 from stn_repro.errors import UserError
-
-from stn_repro.config import PACKAGE_ROOT
 
 DATA_DIR = PACKAGE_ROOT / "datasets"
 
