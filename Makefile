@@ -3,7 +3,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench-st clean
+.PHONY: install test test-slow lint format bench-st table1 all-tables tensorboard clean
+
+# Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU.
+SCHEDULE ?= fast
+TABLE1 := table1_r table1_rts table1_p table1_e table1_tc
 
 install: $(STAMP)
 
@@ -29,6 +33,14 @@ format: $(STAMP)
 
 bench-st: $(STAMP)
 	$(PY) scripts/bench_st.py
+
+table1: $(STAMP)
+	for e in $(TABLE1); do $(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
+
+all-tables: table1
+
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir outputs/runs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

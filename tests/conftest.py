@@ -11,7 +11,6 @@ from hydra.core.global_hydra import GlobalHydra
 from stn_repro.config import CONF_DIR, PACKAGE_ROOT
 
 DATA_DIR = PACKAGE_ROOT / "datasets"
-SHARED_DATA = PACKAGE_ROOT.parent / "shared" / "data"
 
 
 def smoke_overrides(tmp_path: Path) -> list[str]:

@@ -79,20 +79,19 @@ def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, mo
     real = engine.lr_factor
     seen = []
 
-    def interrupt_at_5(schedule, iteration):
+    def record(schedule, iteration):  # interrupts the first run at iteration 5
         seen.append(iteration)
-        if iteration == 5:
+        if iteration == 5 and seen.count(5) == 1:
             raise KeyboardInterrupt
         return real(schedule, iteration)
 
-    monkeypatch.setattr(engine, "lr_factor", interrupt_at_5)
+    monkeypatch.setattr(engine, "lr_factor", record)
     with pytest.raises(KeyboardInterrupt):
         train_run(cfg, where)
     assert torch.load(where / "checkpoint.pt")["iteration"] == 4  # checkpoint_every = 2
     assert not (where / "metrics.json").exists()
-    monkeypatch.setattr(engine, "lr_factor", real)
     resumed = train_run(cfg, where)
-    assert seen == [0, 1, 2, 3, 4, 5]
+    assert seen == [0, 1, 2, 3, 4, 5, 4, 5]  # the second run starts at the checkpoint
     final = torch.load(where / "checkpoint.pt")["model"]
     for name, value in expected.items():  # the same model as the uninterrupted run
         torch.testing.assert_close(final[name], value, msg=name)
