@@ -37,8 +37,10 @@ def main(names: list[str]) -> None:
             gen = write = size = 0.0
             for split, (digits, labels) in mnist.items():
                 tic = time.perf_counter()
-                images, params = generate(cfg.generator, digits, seed_for(cfg.seed, split),
-                                          generator_config(cfg))  # fmt: skip
+                seed = seed_for(cfg.seed, split)
+                images, _, params = generate(
+                    cfg.generator, digits, labels, seed, generator_config(cfg)
+                )
                 gen += time.perf_counter() - tic
                 tic = time.perf_counter()
                 path = Path(tmp) / f"{name}-{split}.h5"

@@ -24,15 +24,19 @@ if not OmegaConf.has_resolver("project_root"):
 
 
 def identity(cfg: DictConfig) -> dict:
-    """What determines a run's result: data, model, schedule (less its logging) and seed."""
+    """What determines a run's result: data, model, schedule (less its logging), seed, and the
+    co-localisation settings where there are some."""
     schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
     schedule.pop("log", None)
-    return {
+    found = {
         "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
         "model": OmegaConf.to_container(cfg.model, resolve=True),
         "schedule": schedule,
         "seed": int(cfg.seed),
     }
+    if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)
+        found["coloc"] = OmegaConf.to_container(cfg.coloc, resolve=True)
+    return found
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import time
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .config import config_hash
-from .data import Split, load_split
+from .data import Split, load_split, make_inputs
 from .errors import UserError
 from .models import DataSpec, build_model, count_params
 
@@ -98,39 +99,50 @@ def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
     return idx
 
 
-def to_input(images: Tensor, device: torch.device) -> Tensor:
-    """uint8 ``(B, C, H, W)`` -> float in [0, 1] on ``device``."""
-    return images.to(device, non_blocking=True).float().div_(255)
+def batch(data: Split, idx, inputs, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Model inputs ``(B, C, ...)`` float and labels ``(B,)`` of ``data[idx]`` on ``device``."""
+    x = inputs(data.images[idx].to(device), data.params[idx].to(device))
+    return x, data.labels[idx].to(device)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split, device: torch.device, batch_size: int = 1000) -> float:
+def evaluate(model: nn.Module, data: Split, inputs, device: torch.device, size: int = 500) -> float:
     """Test error in percent over the whole split."""
     model.eval()
     wrong = 0
-    for start in range(0, len(data), batch_size):
-        x = to_input(data.images[start : start + batch_size], device)
-        y = data.labels[start : start + batch_size].to(device)
+    for start in range(0, len(data), size):
+        x, y = batch(data, slice(start, start + size), inputs, device)
         wrong += (model(x).argmax(1) != y).sum().item()
     model.train()
     return 100.0 * wrong / len(data)
 
 
+def tiles(images: Tensor) -> Tensor:
+    """Any ``(B, ..., H, W)`` batch -> ``(M, 1, H, W)`` grey tiles, each scaled to [0, 1]."""
+    flat = images.reshape(-1, 1, *images.shape[-2:]).detach().float().cpu()
+    return flat / flat.amax((1, 2, 3), keepdim=True).clamp(min=1e-6)
+
+
 def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
-    """Inputs, the transformer's outputs, its sampling grid over the input, theta histograms."""
+    """Inputs (volumes: their max projection along depth), the transformer's outputs (one tile
+    per transformer and channel), its sampling grid over 2D inputs, theta histograms."""
     from torchvision.utils import make_grid
 
     from .viz import draw_grid
 
-    writer.add_image("images/input", make_grid(x, nrow=8, pad_value=0.5), step)
+    shown = x.amax(2) if x.dim() == 5 else x  # (B, C, H, W)
+    writer.add_image("images/input", make_grid(tiles(shown), nrow=8, pad_value=0.5), step)
     st = getattr(model, "st", None)
     if st is None:
         return
     with torch.no_grad():
         out, theta = st(x)
-        grid = st.transform.grid(theta, st.output_size)
-    writer.add_image("images/st_output", make_grid(out.clamp(0, 1), nrow=8, pad_value=0.5), step)
-    writer.add_image("images/st_grid", make_grid(draw_grid(x.cpu(), grid.cpu()), nrow=8), step)
+    theta = theta.reshape(-1, st.transform.num_params)  # (B * N, P)
+    writer.add_image("images/st_output", make_grid(tiles(out), nrow=8, pad_value=0.5), step)
+    if x.dim() == 4:
+        grid = st.transform.grid(theta, st.output_size).cpu()
+        under = shown[:, :1].repeat_interleave(st.num_transformers, 0).cpu()
+        writer.add_image("images/st_grid", make_grid(draw_grid(under, grid), nrow=8), step)
     for k in range(theta.shape[1]):
         writer.add_histogram(f"theta/{k}", theta[:, k], step)
 
@@ -141,6 +153,16 @@ def check_checkpoint(ckpt: dict, path: Path, expected: str) -> None:
             f"the checkpoint {path} was written for another config; delete that run directory "
             "or give this run another one with run_dir=..."
         )
+
+
+def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
+    """The model a finished run trained (from its final checkpoint), in eval mode."""
+    path = Path(run_dir) / "checkpoint.pt"
+    ckpt = torch.load(path, map_location="cpu")
+    check_checkpoint(ckpt, path, config_hash(cfg))
+    model = build_model(cfg.model, DataSpec(**ckpt["spec"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
 
 
 def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
@@ -171,7 +193,12 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                        limit=schedule.train_limit)  # fmt: skip
     test = load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
                       limit=schedule.test_limit)  # fmt: skip
-    spec = DataSpec(tuple(train.images.shape[1:]), 10, int(cfg.dataset.get("st_pool", 1)))
+    inputs = make_inputs(cfg.dataset)
+    spec = DataSpec(
+        tuple(inputs(train.images[:1], train.params[:1]).shape[1:]),
+        int(cfg.dataset.get("num_classes", 10)),
+        int(cfg.dataset.get("st_pool", 1)),
+    )
 
     # ---- model and optimiser --------------------------------------------------------------
     torch.manual_seed(int(cfg.seed))
@@ -189,12 +216,13 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
 
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if start else None)
     log = schedule.log
-    preview = to_input(test.images[:32], device)
+    preview, _ = batch(test, slice(0, 32), inputs, device)
 
     def save_checkpoint(iteration: int) -> None:
         state = {
             "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "spec": asdict(spec), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
         }  # fmt: skip
         write_atomic(ckpt_path, lambda p: torch.save(state, p))
 
@@ -215,8 +243,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr * factor * group["lr_scale"]
         idx = batch_indices(len(train), schedule.batch_size, it, int(cfg.seed))
-        x = to_input(epoch_data.images[idx], device)  # (B, C, H, W)
-        y = epoch_data.labels[idx].to(device)  # (B,)
+        x, y = batch(epoch_data, idx, inputs, device)  # (B, C, H, W) or (B, C, D, H, W); (B,)
         logits = model(x)  # (B, 10)
         loss = F.cross_entropy(logits, y)
         if not torch.isfinite(loss):
@@ -238,7 +265,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         if step % log.image_every == 0 or step == schedule.iterations:
             log_images(writer, model, preview, step)
         if step % log.eval_every == 0 and step != schedule.iterations:
-            writer.add_scalar("test/error", evaluate(model, test, device), step)
+            writer.add_scalar("test/error", evaluate(model, test, inputs, device), step)
         if step % log.checkpoint_every == 0 or step == schedule.iterations:
             elapsed += time.perf_counter() - tic
             tic = time.perf_counter()
@@ -247,7 +274,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     trained = schedule.iterations - start
 
     # ---- evaluation and metrics ----------------------------------------------------------
-    test_error = evaluate(model, test, device)
+    test_error = evaluate(model, test, inputs, device)
     params = count_params(model)
     writer.add_scalar("test/error", test_error, schedule.iterations)
     transform = cfg.model.transform.name if cfg.model.get("transform") else None

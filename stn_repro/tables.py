@@ -10,9 +10,31 @@ from datetime import date
 from pathlib import Path
 
 from .engine import write_atomic
-from .paper import SOURCES, TABLE1_COLUMNS, TABLE1_ROWS, paper_value
+from .paper import (
+    SOURCES,
+    TABLE1_COLUMNS,
+    TABLE1_ROWS,
+    TABLE3D_COLUMNS,
+    TABLE3D_ROWS,
+    TABLE4_COLUMNS,
+    TABLE4_ROWS,
+    TABLE5_COLUMNS,
+    TABLE5_ROWS,
+    paper_value,
+)
 
-LAYOUTS = {"table1": (TABLE1_ROWS, TABLE1_COLUMNS)}
+LAYOUTS = {
+    "table1": (TABLE1_ROWS, TABLE1_COLUMNS),
+    "table4": (TABLE4_ROWS, TABLE4_COLUMNS),
+    "table3d": (TABLE3D_ROWS, TABLE3D_COLUMNS),
+    "table5": (TABLE5_ROWS, TABLE5_COLUMNS),
+}
+METRICS = {"table5": ("localised_pct", "% of digits localised (IoU > 0.5)")}
+"""Each table's metric (key in metrics.json, caption); the default is % test error."""
+
+
+def metric(table: str) -> tuple[str, str]:
+    return METRICS.get(table, ("test_error", "% test error"))
 
 
 def collect(output_dir: str | Path, table: str, schedule: str) -> list[dict]:
@@ -35,16 +57,16 @@ def summarise(runs: list[dict], table: str) -> list[dict]:
             cell = [r for r in runs if r["column"] == column and r["row"] == row]
             if not cell:
                 continue
-            errors = [r["test_error"] for r in cell]
-            mean = statistics.fmean(errors)
+            values = [r[metric(table)[0]] for r in cell]
+            mean = statistics.fmean(values)
             paper = paper_value(table, row, column)
             lines.append({
                 "column": column,
                 "model": row,
                 "paper": paper,
                 "ours_mean": round(mean, 3),
-                "ours_sd": round(statistics.stdev(errors), 3) if len(errors) > 1 else None,
-                "n": len(errors),
+                "ours_sd": round(statistics.stdev(values), 3) if len(values) > 1 else None,
+                "n": len(values),
                 "diff": None if paper is None else round(mean - paper, 3),
                 "params": cell[0]["params"],
                 "seeds": " ".join(str(r["seed"]) for r in sorted(cell, key=lambda r: r["seed"])),
@@ -64,7 +86,7 @@ def ours(line: dict) -> str:
 def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) -> str:
     data = sorted({r["data"] for r in runs})
     out = [
-        f"# {table}: % test error, paper vs ours",
+        f"# {table}: {metric(table)[1]}, paper vs ours",
         "",
         f"Schedule `{schedule}`; generated {date.today().isoformat()} by stn-repro from "
         f"{len(runs)} finished runs. Ours: mean ± sd over n seeds. Diff: ours - paper.",
@@ -106,7 +128,8 @@ def to_latex(table: str, lines: list[dict], schedule: str) -> str:
             f"{line['ours_mean']:.2f}{sd} ($n$={line['n']}) & {fmt(line['diff'])} & "
             f"{line['params']} \\\\"
         )
-    out += ["\\hline", "\\end{tabular}", f"% {table}, schedule {schedule}, % test error", ""]
+    caption = f"% {table}, schedule {schedule}: {metric(table)[1]}"
+    out += ["\\hline", "\\end{tabular}", caption, ""]
     return "\n".join(out)
 
 

@@ -138,3 +138,16 @@ def test_bad_overrides_stop_before_training(tmp_path, args, message):
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "outputs" / "runs").exists()
+
+
+def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke, tmp_path):
+    for experiment, table, rows in [("table4_addition", "table4", 8), ("fig_3d", "table3d", 2)]:
+        cfg = compose_cfg(f"experiment={experiment}", "experiment.seeds=[1]")
+        run_experiment(cfg, [*smoke, f"experiment={experiment}", "experiment.seeds=[1]"])
+        md = (tmp_path / "outputs" / "tables" / f"{table}.md").read_text()
+        assert md.count("(n=1)") == rows, md
+    md = (tmp_path / "outputs" / "tables" / "table4.md").read_text()
+    assert "| Addition | 2xST-FCN TPS | 5.8 |" in md
+    runs = tmp_path / "outputs" / "runs"
+    st3d = json.loads((runs / "fig_3d/smoke/3d-st-cnn/seed1/metrics.json").read_text())
+    assert st3d["transform"] == "affine3d"

@@ -40,20 +40,20 @@ def test_mnist_bundled_files_load(digits):
 
 
 def test_rotation_stats_and_geometry(digits):
-    images, params = generate("rotate", digits[0], 0, {"rotation": (-90.0, 90.0)})
+    images, _, params = generate("rotate", *digits, 0, {"rotation": (-90.0, 90.0)})
     angle = params[:, 0]
     assert images.shape == (N, 1, 28, 28)
     assert -90 <= angle.min() < -85 and 85 < angle.max() <= 90
     assert abs(angle.mean()) < 5 and abs(angle.std() - 180 / math.sqrt(12)) < 3
     # An angle of +90 degrees is torch.rot90 (anticlockwise on screen).
     one = digits[0][:1]
-    out, _ = generate("rotate", one, 0, {"rotation": (90.0, 90.0)})
+    out, _, _ = generate("rotate", one, digits[1][:1], 0, {"rotation": (90.0, 90.0)})
     assert (out[0, 0].int() - torch.rot90(one[0], 1).int()).abs().max() <= 1
 
 
 def test_rts_stats_and_geometry(digits):
     spec = {"rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas": 42}
-    images, params = generate("rts", digits[0], 1, spec)
+    images, _, params = generate("rts", *digits, 1, spec)
     angle, scale, offset = params[:, 0], params[:, 1], params[:, 2:4]
     assert images.shape == (N, 1, 42, 42)
     assert -45 <= angle.min() < -43 and 43 < angle.max() <= 45
@@ -71,7 +71,7 @@ def test_rts_stats_and_geometry(digits):
 
 
 def test_projective_stats(digits):
-    images, params = generate("projective", digits[0], 2, {"scale": (0.75, 1.0), "corner_sd": 5.0})
+    images, _, params = generate("projective", *digits, 2, {"scale": (0.75, 1.0), "corner_sd": 5.0})
     assert images.shape == (N, 1, 28, 28)
     assert 0.75 <= params[:, 0].min() < 0.76 and 0.99 < params[:, 0].max() <= 1.0
     moves = params[:, 1:]
@@ -89,7 +89,7 @@ def test_homography_solver_maps_the_corners():
 
 def test_elastic_stats(digits):
     spec = {"scale": (0.75, 1.0), "control_points": 16, "point_sd": 1.5}
-    images, params = generate("elastic", digits[0], 3, spec)
+    images, _, params = generate("elastic", *digits, 3, spec)
     assert images.shape == (N, 1, 28, 28) and params.shape == (N, 33)
     moves = params[:, 1:]
     assert abs(moves.mean()) < 0.05 and abs(moves.std() - 1.5) < 0.05
@@ -100,7 +100,7 @@ def test_elastic_stats(digits):
 
 def test_translate_clutter_geometry(digits):
     spec = {"canvas": 60, "clutter": 6, "patch": 6}
-    images, params = generate("clutter", digits[0], 4, spec)
+    images, _, params = generate("clutter", *digits, 4, spec)
     assert images.shape == (N, 1, 60, 60)
     offset = params[:, :2]
     assert (offset.abs() <= 16).all() and offset.abs().max() == 16  # fully inside, reaches edges
@@ -182,3 +182,54 @@ def test_missing_mnist_offline_gives_one_sentence(tmp_path, monkeypatch):
     monkeypatch.setattr("torchvision.datasets.utils._urlretrieve", offline, raising=False)
     with pytest.raises(UserError, match="copy the four original .gz files"):
         load_mnist(tmp_path, "train")
+
+
+def test_addition_labels_are_sums_and_channels_independent(digits):
+    spec = {"rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas": 42}
+    images, labels, params = generate("addition", *digits, 5, spec)
+    assert images.shape == (N, 2, 42, 42)
+    partner = params[:, 8].long()
+    assert torch.equal(labels, digits[1] + digits[1][partner])
+    assert labels.min() == 0 and labels.max() == 18
+    assert (partner != torch.arange(N)).float().mean() > 0.99
+    for channel in range(2):  # each channel holds its own digit where its offset says
+        offset = params[:, 4 * channel + 2 : 4 * channel + 4].double()
+        miss = (ink_centroid(images[:, channel : channel + 1]) - offset).norm(dim=1)
+        assert miss.mean() < 2.0
+    assert not torch.allclose(params[:, 0], params[:, 4])  # independent distortions
+
+
+def test_extruded_digits_stay_inside_the_volume(digits):
+    from stn_repro.data.volumes import render_volumes, rotation_matrices
+
+    spec = {"size": 60, "depth": 6, "rotation": [[-60, 60], [-60, 60], [-45, 45]],
+            "translation": 9.0}  # fmt: skip
+    images, labels, params = generate("extrude3d", *digits, 6, spec)
+    assert images.shape == (N, 1, 28, 28) and torch.equal(labels, digits[1])
+    angles, shift = params[:, 12:15], params[:, 15:18]
+    assert (angles[:, :2].abs() <= 60).all() and (angles[:, 2].abs() <= 45).all()
+    assert angles[:, 0].min() < -55 and angles[:, 0].max() > 55
+    assert (shift.abs() <= 9).all() and shift.abs().max() > 8.5
+    vol = render_volumes(images[:16], params[:16], 60, 6)
+    assert vol.shape == (16, 1, 60, 60, 60)
+    # Nothing falls outside: the volume holds all the slab's ink (digit ink x depth).
+    ink = images[:16].double().sum((1, 2, 3)) / 255 * 6
+    torch.testing.assert_close(vol.double().sum((1, 2, 3, 4)), ink, rtol=0.02, atol=0)
+    # The ink's centre of mass is the shift (voxels from the volume's centre, (x, y, z)).
+    w = vol[:, 0].double()
+    axis = torch.arange(60, dtype=torch.float64) - 29.5
+    centre = (
+        torch.stack(
+            [
+                (w.sum((1, 2)) * axis).sum(1),
+                (w.sum((1, 3)) * axis).sum(1),
+                (w.sum((2, 3)) * axis).sum(1),
+            ],
+            1,
+        )
+        / w.sum((1, 2, 3))[:, None]
+    )
+    digit_c = ink_centroid(images[:16]).double()  # the digit's own centroid in its plane
+    rot = rotation_matrices(angles[:16].double())
+    expected = shift[:16].double() + (rot[:, :, :2] @ digit_c[..., None])[..., 0]
+    torch.testing.assert_close(centre, expected, atol=0.3, rtol=0)

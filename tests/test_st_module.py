@@ -101,3 +101,14 @@ def test_bad_input_is_rejected():
         SpatialTransformer(Affine(), (4, 4), fixed_theta=torch.zeros(5))
     with pytest.raises(ValueError, match="flatten_depth only applies"):
         SpatialTransformer(Affine(), (4, 4), fixed_theta=torch.eye(2, 3), flatten_depth=True)
+
+
+def test_initial_theta_sets_the_starting_transform():
+    st = SpatialTransformer(
+        Attention(), (4, 4), localisation_net(64), 16, initial_theta=torch.tensor([0.5, 0.0, 0.0])
+    )
+    x = torch.rand(2, 1, 8, 8)
+    out, theta = st(x)
+    torch.testing.assert_close(out, x[..., 2:6, 2:6], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="initial_theta needs 3 or 1 x 3 values"):
+        SpatialTransformer(Attention(), (4, 4), localisation_net(64), 16, initial_theta=[1.0, 0])

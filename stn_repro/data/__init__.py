@@ -5,16 +5,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
 from ..errors import UserError
 from .cache import Split, cache_path, config_key, read_split, write_split
 from .generators import GENERATORS, generate, seed_for
 from .sources import MNIST_MD5, load_mnist
+from .volumes import render_volumes
 
-__all__ = ["Split", "load_split", "generator_config"]
+__all__ = ["Split", "load_split", "generator_config", "make_inputs"]
 
 SPLITS = ("train", "test")
 
@@ -23,6 +26,19 @@ def generator_config(cfg: DictConfig) -> dict:
     """The generator's own parameters from a dataset config (what the cache key hashes)."""
     params = OmegaConf.to_container(cfg.params, resolve=True) if "params" in cfg else {}
     return {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+
+
+def make_inputs(cfg: DictConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    """The function turning a stored batch (uint8 images, generation parameters; both on the
+    training device) into float model inputs in [0, 1]: a plain scaling for images, on-the-fly
+    rendering for datasets stored compactly (``render: volume``, 3D extruded MNIST)."""
+    render = cfg.get("render")
+    if render is None:
+        return lambda images, params: images.float().div(255)
+    if render == "volume":
+        size, depth = int(cfg.params.size), int(cfg.params.depth)
+        return lambda images, params: render_volumes(images, params, size, depth)
+    raise UserError(f"dataset {cfg.name}: unknown render {render!r}; use volume or leave it out")
 
 
 def load_split(
@@ -69,10 +85,9 @@ def load_split(
     digits, labels = load_mnist(data_dir, split)
     digits, labels = digits[:limit], labels[:limit]
     try:
-        images, gen_params = generate(cfg.generator, digits, seed, params)
+        data = Split(*generate(cfg.generator, digits, labels, seed, params))
     except TypeError as err:
         raise UserError(f"dataset {cfg.name}: bad generator parameters ({err})") from None
-    data = Split(images, labels, gen_params)
     if epoch is None:
         write_split(path, data, key)
     return data

@@ -1,10 +1,11 @@
-"""Distorted-MNIST generators of the paper's Appendix A.4: R, RTS, P, E and TC.
+"""MNIST generators: R, RTS, P, E, TC (Appendix A.4), addition (A.1), 3D extruded (A.3).
 
-Each generator takes a batch of digits ``(N, 28, 28)`` uint8, a seeded ``torch.Generator`` and
-its parameters (from ``conf/dataset/*.yaml``), and returns the distorted images ``(N, 1, H, W)``
-uint8 with the per-image generation parameters ``(N, P)`` float32 (named in ``PARAM_NAMES``),
-so that tests can recover the distributions. Everything is vectorised over the batch: the warps
-reuse ``stn_repro.st`` (one grid per image, one ``grid_sample`` call), pastes use a scatter.
+Each generator takes a batch of digits ``(N, 28, 28)`` uint8 with their labels ``(N,)``, a
+seeded ``torch.Generator`` and its parameters (from ``conf/dataset/*.yaml``), and returns the
+distorted images ``(N, C, H, W)`` uint8, their labels, and the per-image generation parameters
+``(N, P)`` float32 (named in ``PARAM_NAMES``), so that tests can recover the distributions.
+Everything is vectorised over the batch: the warps reuse ``stn_repro.st`` (one grid per image,
+one ``grid_sample`` call), pastes use a scatter.
 
 Geometry follows ``stn_repro.st``: normalised coordinates (``align_corners=False``), a warp maps
 output (canvas) coordinates to the digit's coordinates. Offsets are in canvas pixels measured
@@ -20,12 +21,9 @@ import torch
 from torch import Tensor
 
 from ..st import Affine, Projective, ThinPlateSpline, sample
-
-DIGIT = 28  # side of an MNIST digit in pixels
-
-
-def uniform(rng: torch.Generator, n: int, low: float, high: float) -> Tensor:
-    return low + (high - low) * torch.rand(n, generator=rng, dtype=torch.float64)
+from .draws import uniform
+from .sources import DIGIT
+from .volumes import extrude_3d
 
 
 def warp(digits: Tensor, grid: Tensor) -> Tensor:
@@ -48,16 +46,19 @@ def similarity(angle_deg: Tensor, scale: Tensor, offset_px: Tensor, canvas: int)
     return torch.stack([cos, -sin, tx, sin, cos, ty], dim=1)
 
 
-def rotate(digits: Tensor, rng: torch.Generator, rotation: tuple[float, float]) -> tuple:
+def rotate(
+    digits: Tensor, labels: Tensor, rng: torch.Generator, rotation: tuple[float, float]
+) -> tuple:
     """R: the digit rotated by ``U(rotation)`` degrees about its centre, 28x28."""
     n = len(digits)
     angle = uniform(rng, n, *rotation)
     theta = similarity(angle, torch.ones(n, dtype=torch.float64), torch.zeros(n, 2), DIGIT)
-    return warp(digits, Affine().grid(theta, (DIGIT, DIGIT))), angle[:, None]
+    return warp(digits, Affine().grid(theta, (DIGIT, DIGIT))), labels, angle[:, None]
 
 
 def rotate_translate_scale(
     digits: Tensor,
+    labels: Tensor,
     rng: torch.Generator,
     rotation: tuple[float, float],
     scale: tuple[float, float],
@@ -74,7 +75,7 @@ def rotate_translate_scale(
     offset = (2 * torch.rand(n, 2, generator=rng, dtype=torch.float64) - 1) * reach[:, None]
     theta = similarity(angle, s, offset, canvas)
     images = warp(digits, Affine().grid(theta, (canvas, canvas)))
-    return images, torch.cat([angle[:, None], s[:, None], offset], dim=1)
+    return images, labels, torch.cat([angle[:, None], s[:, None], offset], dim=1)
 
 
 def homographies(src: Tensor, dst: Tensor) -> Tensor:
@@ -93,7 +94,11 @@ CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dty
 
 
 def projective(
-    digits: Tensor, rng: torch.Generator, scale: tuple[float, float], corner_sd: float
+    digits: Tensor,
+    labels: Tensor,
+    rng: torch.Generator,
+    scale: tuple[float, float],
+    corner_sd: float,
 ) -> tuple:
     """P: scaled by ``U(scale)`` about the centre, then each of the 4 corners moved by
     ``N(0, corner_sd)`` pixels; the projective warp taking the moved corners to the digit's
@@ -104,11 +109,12 @@ def projective(
     corners_out = s[:, None, None] * CORNERS + 2 * moves / DIGIT
     theta = homographies(corners_out, CORNERS.expand(n, 4, 2))
     images = warp(digits, Projective().grid(theta, (DIGIT, DIGIT)))
-    return images, torch.cat([s[:, None], moves.flatten(1)], dim=1)
+    return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
 
 
 def elastic(
     digits: Tensor,
+    labels: Tensor,
     rng: torch.Generator,
     scale: tuple[float, float],
     control_points: int,
@@ -124,7 +130,7 @@ def elastic(
     # Output control point P_k samples the digit at (P_k + move_k) / s.
     theta = (tps.control_points.double() + 2 * moves / DIGIT) / s[:, None, None]
     images = warp(digits, tps.grid(theta.flatten(1), (DIGIT, DIGIT)))
-    return images, torch.cat([s[:, None], moves.flatten(1)], dim=1)
+    return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
 
 
 def paste_max(canvas: Tensor, patches: Tensor, top: Tensor, left: Tensor) -> Tensor:
@@ -142,11 +148,12 @@ def paste_max(canvas: Tensor, patches: Tensor, top: Tensor, left: Tensor) -> Ten
 
 def translate_clutter(
     digits: Tensor,
+    labels: Tensor,
     rng: torch.Generator,
+    pool: tuple[Tensor, Tensor],
     canvas: int,
     clutter: int,
     patch: int,
-    pool: Tensor,
 ) -> tuple:
     """TC: the digit at a uniform random (integer) location of a ``canvas`` square, fully inside,
     plus ``clutter`` random ``patch`` x ``patch`` crops of random other digits of ``pool`` at
@@ -159,15 +166,38 @@ def translate_clutter(
         corner[:, :1],
         corner[:, 1:],
     )
-    source = torch.randint(0, len(pool), (n, clutter), generator=rng)
+    pool_digits = pool[0]
+    source = torch.randint(0, len(pool_digits), (n, clutter), generator=rng)
     crop = torch.randint(0, DIGIT - patch + 1, (n, clutter, 2), generator=rng)
     rows = crop[..., 0, None, None] + torch.arange(patch)[:, None]  # (N, M, p, 1)
     cols = crop[..., 1, None, None] + torch.arange(patch)  # (N, M, 1, p)
-    pieces = pool[source[..., None, None], rows, cols]  # (N, M, p, p)
+    pieces = pool_digits[source[..., None, None], rows, cols]  # (N, M, p, p)
     where = torch.randint(0, canvas - patch + 1, (n, clutter, 2), generator=rng)
     images = paste_max(images, pieces, where[..., 0], where[..., 1])
     offset = corner.flip(1).double() + DIGIT / 2 - canvas / 2  # digit centre (x, y) from centre
-    return images[:, None], torch.cat([offset, where.flatten(1).double()], dim=1)
+    return images[:, None], labels, torch.cat([offset, where.flatten(1).double()], dim=1)
+
+
+def addition(
+    digits: Tensor,
+    labels: Tensor,
+    rng: torch.Generator,
+    pool: tuple[Tensor, Tensor],
+    rotation: tuple[float, float],
+    scale: tuple[float, float],
+    canvas: int,
+) -> tuple:
+    """MNIST addition (A.1): two digits, each distorted independently by the RTS recipe into its
+    own channel of a ``canvas`` square, ``(N, 2, canvas, canvas)``; the label is their sum
+    (0-18). The first digit is the split's own, the second a uniformly drawn digit of the split.
+    Parameters: the RTS parameters of each channel, then the second digit's index."""
+    partner = torch.randint(0, len(pool[0]), (len(digits),), generator=rng)
+    first, _, p1 = rotate_translate_scale(digits, labels, rng, rotation, scale, canvas)
+    second, _, p2 = rotate_translate_scale(
+        pool[0][partner], pool[1][partner], rng, rotation, scale, canvas
+    )
+    params = torch.cat([p1, p2, partner[:, None].double()], dim=1)
+    return torch.cat([first, second], dim=1), labels + pool[1][partner], params
 
 
 GENERATORS: dict[str, Callable] = {
@@ -176,8 +206,13 @@ GENERATORS: dict[str, Callable] = {
     "projective": projective,
     "elastic": elastic,
     "clutter": translate_clutter,
+    "addition": addition,
+    "extrude3d": extrude_3d,
 }
 """Generators by the ``generator`` name the dataset configs use."""
+
+USES_POOL = {"clutter", "addition"}
+"""Generators that draw other digits from the whole split."""
 
 PARAM_NAMES = {
     "rotate": ["angle"],
@@ -185,6 +220,8 @@ PARAM_NAMES = {
     "projective": ["scale", "corner_moves (4 x (x, y) px)"],
     "elastic": ["scale", "point_moves (K x (x, y) px)"],
     "clutter": ["offset_x", "offset_y", "patch_corners (M x (top, left) px)"],
+    "addition": ["rts params of channel 0 (4)", "rts params of channel 1 (4)", "partner index"],
+    "extrude3d": ["placement theta (12)", "angles (3, degrees)", "shift (3, voxels)"],
 }
 """Columns of each generator's parameter array (angles in degrees, offsets in pixels)."""
 
@@ -192,28 +229,30 @@ PARAM_NAMES = {
 def generate(
     name: str,
     digits: Tensor,
+    labels: Tensor,
     seed: int,
     params: dict,
-    pool: Tensor | None = None,
     chunk: int = 10_000,
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Run generator ``name`` over all ``digits`` in chunks, deterministically from ``seed``.
 
+    Generators in ``USES_POOL`` also draw from the whole split (``pool``: digits and labels).
+
     Returns:
-        images ``(N, 1, H, W)`` uint8 and generation parameters ``(N, P)`` float32.
+        images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64, parameters ``(N, P)`` float32.
     """
     if name not in GENERATORS:
         raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
     rng = torch.Generator().manual_seed(seed)
     kwargs = dict(params)
-    if name == "clutter":
-        kwargs["pool"] = digits if pool is None else pool
-    images, gen_params = [], []
-    for start in range(0, len(digits), chunk):
-        out, p = GENERATORS[name](digits[start : start + chunk], rng, **kwargs)
-        images.append(out)
-        gen_params.append(p.float())
-    return torch.cat(images), torch.cat(gen_params)
+    if name in USES_POOL:
+        kwargs["pool"] = (digits, labels)
+    outputs = [
+        GENERATORS[name](digits[i : i + chunk], labels[i : i + chunk], rng, **kwargs)
+        for i in range(0, len(digits), chunk)
+    ]
+    images, out_labels, gen_params = zip(*outputs, strict=True)
+    return torch.cat(images), torch.cat(out_labels), torch.cat(gen_params).float()
 
 
 def seed_for(seed: int, split: str, epoch: int | None = None) -> int:

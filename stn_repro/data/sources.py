@@ -11,6 +11,9 @@ from torch import Tensor
 
 from ..errors import UserError
 
+DIGIT = 28
+"""Side of an MNIST digit in pixels."""
+
 MNIST_MD5 = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
     "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",

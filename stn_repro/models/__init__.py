@@ -48,4 +48,4 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return MODELS[cfg.name](cfg, spec)
 
 
-from . import mnist  # noqa: E402,F401  (registers the MNIST models)
+from . import mnist, volume  # noqa: E402,F401  (they register their models)

@@ -1,4 +1,4 @@
-"""The distorted-MNIST models of Appendix A.4: FCN, CNN, ST-FCN and ST-CNN.
+"""The MNIST models: FCN, CNN, ST-FCN and ST-CNN (Appendix A.4), 2xST-FCN (A.1).
 
 Classifier heads (``width`` solved so a model has about ``cfg.target_params`` parameters):
 - FCN: flatten, two hidden fully connected layers of ``width`` units, classifier.
@@ -99,7 +99,8 @@ class Classifier(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # x: (B, C, H, W) -> logits (B, classes)
         if self.st is not None:
-            x, _ = self.st(x)  # (B, C, H, W), the same size as the input
+            x, _ = self.st(x)  # (B, C, H, W), or (B, N, C, H, W) for N parallel transformers
+            x = x.flatten(1, x.dim() - 3)  # N outputs concatenated on channels: (B, N * C, H, W)
         return self.head(self.pool(x))
 
 
@@ -110,13 +111,20 @@ def make_st(cfg: DictConfig, spec: DataSpec) -> SpatialTransformer:
         )
     kwargs = OmegaConf.to_container(cfg.transform, resolve=True)
     transform = build_transform(kwargs.pop("name"), **kwargs)
-    if transform.dim != 2:
+    dims = len(spec.shape) - 1
+    if transform.dim != dims:
+        fits = "affine3d" if dims == 3 else "affine, projective or tps"
         raise UserError(
-            f"transform {cfg.transform.name} is {transform.dim}D but the data are 2D images; "
-            "choose model/transform=affine, projective or tps"
+            f"transform {cfg.transform.name} is {transform.dim}D but the data are {dims}D "
+            f"{'volumes' if dims == 3 else 'images'}; choose model/transform={fits}"
         )
+    if cfg.localisation not in LOCALISATIONS:
+        raise UserError(f"unknown localisation {cfg.localisation!r}; use {sorted(LOCALISATIONS)}")
     localisation, features = LOCALISATIONS[cfg.localisation](spec.shape)
-    return SpatialTransformer(transform, spec.shape[1:], localisation, features)
+    n = int(cfg.get("num_transformers", 1))
+    return SpatialTransformer(
+        transform, spec.shape[1:], localisation, features, n, flatten_depth=dims == 3
+    )
 
 
 def solve_width(make, target: int, low: int = 1, high: int = 8192) -> nn.Module:
@@ -135,16 +143,19 @@ def solve_width(make, target: int, low: int = 1, high: int = 8192) -> nn.Module:
     return make(min((low, high), key=lambda w: abs(count(w) - target)))
 
 
-def build_classifier(cfg: DictConfig, spec: DataSpec, with_st: bool) -> nn.Module:
-    if not with_st and cfg.get("transform") is not None:
+def build_classifier(
+    cfg: DictConfig, spec: DataSpec, st: SpatialTransformer | None = None
+) -> nn.Module:
+    """``st`` (if any), average pooling by ``spec.st_pool`` after it, then the head
+    ``cfg.head`` with its width solved for ``cfg.target_params`` in all."""
+    pool = spec.st_pool if st is not None else 1
+    c, *_, h, w = spec.shape  # images (C, H, W); volumes (C, D, H, W) come out of st as images
+    if st is None and len(spec.shape) != 3:
         raise UserError(
-            f"model {cfg.name} has no spatial transformer, so model/transform does not apply; "
-            f"use model=st_{cfg.name}"
+            f"model {cfg.name} takes images but the data are volumes; use model=proj_cnn or "
+            "model=st3d_cnn"
         )
-    st = make_st(cfg, spec) if with_st else None
-    pool = spec.st_pool if with_st else 1
-    c, h, w = spec.shape
-    head_shape = (c, h // pool, w // pool)
+    head_shape = (c * (st.num_transformers if st else 1), h // pool, w // pool)
     budget = int(cfg.target_params) - (count_params(st) if st is not None else 0)
 
     def make(width: int) -> nn.Module:
@@ -153,21 +164,38 @@ def build_classifier(cfg: DictConfig, spec: DataSpec, with_st: bool) -> nn.Modul
     return Classifier(solve_width(make, budget), st, pool)
 
 
+def no_transform(cfg: DictConfig) -> None:
+    if cfg.get("transform") is not None:
+        raise UserError(
+            f"model {cfg.name} has no spatial transformer, so model/transform does not apply; "
+            f"use model=st_{cfg.name}"
+        )
+
+
 @register("fcn")
 def fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return build_classifier(cfg, spec, with_st=False)
+    no_transform(cfg)
+    return build_classifier(cfg, spec)
 
 
 @register("cnn")
 def cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return build_classifier(cfg, spec, with_st=False)
+    no_transform(cfg)
+    return build_classifier(cfg, spec)
 
 
 @register("st_fcn")
 def st_fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return build_classifier(cfg, spec, with_st=True)
+    return build_classifier(cfg, spec, make_st(cfg, spec))
+
+
+@register("st2_fcn")
+def st2_fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
+    """N (default 2) transformers in parallel on one localisation network, their outputs
+    concatenated on channels for the FCN (MNIST addition, A.1)."""
+    return build_classifier(cfg, spec, make_st(cfg, spec))
 
 
 @register("st_cnn")
 def st_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return build_classifier(cfg, spec, with_st=True)
+    return build_classifier(cfg, spec, make_st(cfg, spec))

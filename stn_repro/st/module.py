@@ -28,6 +28,8 @@ class SpatialTransformer(nn.Module):
         mode: ``"bilinear"`` or ``"nearest"`` sampling.
         flatten_depth: for 3D transforms, sum the ``(B, C, D, H, W)`` output over depth into a
             ``(B, C, H, W)`` map (the projection of Appendix A.3).
+        initial_theta: where the regression layer starts, shape ``(num_params,)`` or
+            ``(N, num_params)``; the identity by default.
 
     ``forward(x)`` returns ``(output, theta)``. With ``N = 1``: output ``(B, C, *output_size)``,
     theta ``(B, num_params)``. With ``N > 1``: output ``(B, N, C, *output_size)``, theta
@@ -44,6 +46,7 @@ class SpatialTransformer(nn.Module):
         fixed_theta: Tensor | None = None,
         mode: str = "bilinear",
         flatten_depth: bool = False,
+        initial_theta: Tensor | None = None,
     ):
         super().__init__()
         if (localisation is None) == (fixed_theta is None):
@@ -65,6 +68,14 @@ class SpatialTransformer(nn.Module):
         self.mode = mode
         self.flatten_depth = flatten_depth
         identity = transform.identity_params().repeat(num_transformers)  # (N * P,)
+        if initial_theta is not None:
+            start = torch.as_tensor(initial_theta, dtype=torch.float32).reshape(-1)
+            identity = start.repeat(num_transformers) if start.numel() < identity.numel() else start
+            if identity.numel() != num_transformers * transform.num_params:
+                raise ValueError(
+                    f"initial_theta needs {transform.num_params} or {num_transformers} x "
+                    f"{transform.num_params} values, got {start.numel()}"
+                )
         self.localisation = localisation
         if localisation is not None:
             if localisation_features is None:

@@ -1,0 +1,202 @@
+"""Co-localisation (Appendix A.2, Table 5): find the digit in 100 images of one class, with no
+labels and no boxes, by training an attention transformer with a triplet hinge loss.
+
+For images ``I_n`` of one class, the transformer crops ``I_n^T``; a frozen encoder ``e()`` (the
+Table 1 CNN: its hidden layers and pre-softmax outputs, concatenated) should map crops of
+different images close together and a crop far from a random crop ``I_n^rand`` of the same
+image:
+
+    L = sum over pairs (n, m) of max(0, ||e(I_n^T) - e(I_m^T)||^2 - ||e(I_n^T) - e(I_n^rand)||^2
+                                        + alpha)
+
+A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
+Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
+pixel columns 0..27 is ``x0 = 0, x1 = 28``).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor, nn
+from torchvision.ops import box_iou
+
+from .config import config_hash
+from .data import load_split
+from .data.sources import DIGIT
+from .engine import pick_device, read_metrics, write_json
+from .errors import UserError
+from .st import Attention, SpatialTransformer, sample
+
+
+def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
+    """Mean over the batch of ``max(0, |a - p|^2 - |a - n|^2 + margin)``; inputs ``(B, F)``."""
+    pos = (anchor - positive).pow(2).sum(1)
+    neg = (anchor - negative).pow(2).sum(1)
+    return (pos - neg + margin).clamp(min=0).mean()
+
+
+def attention_boxes(theta: Tensor, size: tuple[int, int]) -> Tensor:
+    """Attention thetas ``(B, 3)`` = (s, tx, ty) -> the sampled windows ``(B, 4)`` in pixels."""
+    s, tx, ty = theta.unbind(1)
+    h, w = size
+    return torch.stack(
+        [(tx - s + 1) * w / 2, (ty - s + 1) * h / 2, (tx + s + 1) * w / 2, (ty + s + 1) * h / 2],
+        dim=1,
+    )
+
+
+def digit_boxes(params: Tensor, canvas: int) -> Tensor:
+    """True boxes ``(B, 4)`` of the 28x28 digits from the clutter generator's offsets."""
+    centre = params[:, :2].double() + canvas / 2  # (x, y) pixels from the canvas corner
+    return torch.cat([centre - DIGIT / 2, centre + DIGIT / 2], dim=1).float()
+
+
+def paired_iou(a: Tensor, b: Tensor) -> Tensor:
+    """IoU of ``a[i]`` with ``b[i]``, boxes ``(B, 4)``."""
+    return box_iou(a, b).diagonal()
+
+
+class Encoder(nn.Module):
+    """e(): a frozen classifier's hidden layers (after each max-pool) and its logits,
+    flattened and concatenated, ``(B, C, 28, 28) -> (B, F)``."""
+
+    def __init__(self, head: nn.Sequential):
+        super().__init__()
+        self.head = head.eval().requires_grad_(False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        features = []
+        for layer in self.head:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                features.append(x.flatten(1))
+        return torch.cat([*features, x], dim=1)
+
+
+def localisation_net(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+    """A.2: conv 8 filters 9x9 stride 4, max-pool 2, two 8-unit fully connected layers."""
+    c, h, w = shape
+    oh, ow = ((h - 9) // 4 + 1) // 2, ((w - 9) // 4 + 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(c, 8, 9, stride=4), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * oh * ow, 8), nn.ReLU(),
+        nn.Linear(8, 8), nn.ReLU(),
+    ), 8  # fmt: skip
+
+
+def random_crops(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
+    """A crop of each image ``(B, C, H, W)``, of side ``scale`` of the image, at a uniform
+    random place inside it, sampled to ``DIGIT x DIGIT``."""
+    b = x.shape[0]
+    t = (2 * torch.rand(b, 2, generator=generator) - 1) * (1 - scale)
+    theta = torch.cat([torch.full((b, 1), scale), t], dim=1).to(x)
+    return sample(x, Attention().grid(theta, (DIGIT, DIGIT)))
+
+
+def class_images(cfg: DictConfig, digit: int, count: int):
+    """The first ``count`` training images of class ``digit`` and their true boxes."""
+    co = cfg.coloc
+    data = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
+                      limit=co.pool_digits)  # fmt: skip
+    idx = (data.labels == digit).nonzero()[:, 0][:count]
+    if len(idx) < count:
+        raise UserError(
+            f"only {len(idx)} images of class {digit} among the first {co.pool_digits} digits; "
+            "raise coloc.pool_digits"
+        )
+    canvas = data.images.shape[-1]
+    return data.images[idx].float().div(255), digit_boxes(data.params[idx], canvas)
+
+
+def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
+                   meta: dict | None = None) -> dict:  # fmt: skip
+    """Optimise one co-localisation (class ``cfg.coloc.digit``) and write its metrics."""
+    run_dir = Path(run_dir)
+    chash = config_hash(cfg)
+    done = read_metrics(run_dir)
+    if done is not None:
+        if done.get("config_hash") != chash:
+            raise UserError(f"{run_dir} already holds the results of another config; delete it")
+        return done
+    co = cfg.coloc
+    device = pick_device(cfg.device)
+    torch.manual_seed(int(cfg.seed))
+    gen = torch.Generator().manual_seed(int(cfg.seed))
+    images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
+    images = images.to(device)  # (N, 1, canvas, canvas)
+    size = tuple(images.shape[-2:])
+    encoder = Encoder(encoder_head).to(device)
+    loc, features = localisation_net(tuple(images.shape[1:]))
+    st = SpatialTransformer(
+        Attention(),
+        (DIGIT, DIGIT),
+        loc,
+        features,
+        initial_theta=torch.tensor([co.initial_scale, 0.0, 0.0]),
+    ).to(device)
+    optimizer = torch.optim.Adam(st.parameters(), lr=co.lr)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    n = len(images)
+    tic = time.perf_counter()
+    for it in range(int(co.iterations)):
+        a = torch.randint(0, n, (co.batch_pairs,), generator=gen)
+        b = (a + torch.randint(1, n, (co.batch_pairs,), generator=gen)) % n  # b != a
+        crops, _ = st(torch.cat([images[a], images[b]]))  # (2P, 1, 28, 28)
+        anchor, positive = encoder(crops).chunk(2)
+        negative = encoder(random_crops(images[a], co.random_crop_scale, gen))
+        loss = triplet_hinge(anchor, positive, negative, co.margin)
+        if not torch.isfinite(loss):
+            raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        writer.add_scalar("coloc/loss", loss.item(), it + 1)
+        if (it + 1) % co.log_every == 0 or it + 1 == co.iterations:
+            log_boxes(writer, st, images[:8], true_boxes[:8], it + 1)
+    with torch.no_grad():
+        _, theta = st(images)
+    boxes = attention_boxes(theta.cpu(), size)
+    iou = paired_iou(boxes, true_boxes)
+    localised = 100.0 * (iou > 0.5).float().mean().item()
+    writer.add_scalar("coloc/localised_pct", localised, int(co.iterations))
+    writer.close()
+    metrics = {
+        **(meta or {}),
+        "localised_pct": localised,
+        "mean_iou": round(iou.mean().item(), 4),
+        "digit": int(co.digit),
+        "images": n,
+        "iterations": int(co.iterations),
+        "wall_time_s": round(time.perf_counter() - tic, 2),
+        "dataset": cfg.dataset.name,
+        "data": f"{cfg.dataset.generator} {OmegaConf.to_container(cfg.dataset.params)}",
+        "schedule": cfg.schedule.name,
+        "seed": int(cfg.seed),
+        "params": sum(p.numel() for p in st.parameters()),
+        "config_hash": chash,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics
+
+
+def log_boxes(writer, st: SpatialTransformer, images: Tensor, true_boxes: Tensor, step: int):
+    """The transformer's boxes (and the true ones) drawn on the images (the paper's Fig. 4)."""
+    with torch.no_grad():
+        _, theta = st(images)
+    boxes = attention_boxes(theta.cpu(), tuple(images.shape[-2:]))
+    for i, image in enumerate(images.cpu()):
+        writer.add_image_with_boxes(
+            f"coloc/boxes/{i}", image.expand(3, -1, -1),
+            torch.stack([boxes[i], true_boxes[i]]), step, labels=["ST", "true"],
+        )  # fmt: skip

@@ -1,0 +1,72 @@
+"""Co-localisation (Table 5): the loss, the boxes, IoU, and a smoke run of the experiment."""
+
+import json
+
+import torch
+
+from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
+from stn_repro.data.generators import generate
+from stn_repro.experiment import run_experiment
+from stn_repro.models import DataSpec, build_model
+
+
+def test_triplet_hinge_against_hand_computed_values():
+    anchor = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    positive = torch.tensor([[1.0, 0.0], [1.0, 3.0]])  # squared distances 1 and 4
+    negative = torch.tensor([[0.0, 3.0], [1.0, 2.0]])  # squared distances 9 and 1
+    # max(0, 1 - 9 + 1) = 0 and max(0, 4 - 1 + 1) = 4: mean 2.
+    assert triplet_hinge(anchor, positive, negative, margin=1.0).item() == 2.0
+    assert triplet_hinge(anchor, positive, negative, margin=9.0).item() == (1 + 12) / 2
+
+
+def test_attention_boxes_and_iou_against_hand_computed_boxes():
+    # s = 1/3 centred on an 84 canvas: pixels 28..56; shifted by tx = 1/3: 42..70.
+    theta = torch.tensor([[1 / 3, 0.0, 0.0], [1 / 3, 1 / 3, 0.0], [1.0, 0.0, 0.0]])
+    boxes = attention_boxes(theta, (84, 84))
+    expected = torch.tensor([[28.0, 28, 56, 56], [42, 28, 70, 56], [0, 0, 84, 84]])
+    torch.testing.assert_close(boxes, expected, atol=1e-4, rtol=0)
+    truth = torch.tensor([[28.0, 28, 56, 56], [28, 28, 56, 56], [28, 28, 56, 56]])
+    # identical: 1; overlap 14x28 over union 42x28: 1/3; 28^2 inside 84^2: 1/9.
+    torch.testing.assert_close(paired_iou(boxes, truth), torch.tensor([1.0, 1 / 3, 1 / 9]))
+
+
+def test_true_boxes_hold_the_digit():
+    digits = torch.zeros(4, 28, 28, dtype=torch.uint8)
+    digits[:, 0, 0] = digits[:, 27, 27] = 255  # mark the frame's corners
+    spec = {"canvas": 84, "clutter": 0, "patch": 6}
+    images, _, params = generate("clutter", digits, torch.zeros(4, dtype=torch.long), 0, spec)
+    boxes = digit_boxes(params, 84).long()
+    for image, (x0, y0, x1, y1) in zip(images[:, 0], boxes, strict=True):
+        assert image[y0, x0] == 255 and image[y1 - 1, x1 - 1] == 255
+        assert image.sum() == 2 * 255
+
+
+def test_encoder_concatenates_hidden_layers_and_logits(compose_cfg):
+    cfg = compose_cfg("model=cnn")
+    model = build_model(cfg.model, DataSpec((1, 28, 28), 10, 1))
+    features = Encoder(model.head)(torch.rand(2, 1, 28, 28))
+    width = model.head[0].out_channels
+    assert features.shape == (2, width * 10 * 10 + width * 2 * 2 + 10)
+    assert not any(p.requires_grad for p in model.head.parameters())
+
+
+def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
+    cfg = compose_cfg("experiment=table5_coloc_tc")
+    run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc"])
+    outputs = tmp_path / "outputs"
+    # The encoder is the Table 1 R-column CNN, trained first and counted in Table 1.
+    encoder = json.loads((outputs / "runs/table1_r/smoke/cnn/seed1/metrics.json").read_text())
+    assert encoder["table"] == "table1" and encoder["row"] == "CNN"
+    md = (outputs / "tables" / "table5.md").read_text()
+    assert "% of digits localised" in md
+    lines = [line for line in md.splitlines() if line.startswith("| TC |")]
+    assert len(lines) == 10 and "| TC | 3 | 75.0 |" in md
+    metrics = json.loads(
+        (outputs / "runs/table5_coloc_tc/smoke/3/seed1/metrics.json").read_text()
+    )
+    assert metrics["images"] == 8 and 0 <= metrics["localised_pct"] <= 100
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(outputs / "runs/table5_coloc_tc/smoke/3/seed1/tb"))
+    acc.Reload()
+    assert "coloc/boxes/0" in acc.Tags()["images"]
