@@ -61,9 +61,7 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     assert "% of digits localised" in md
     lines = [line for line in md.splitlines() if line.startswith("| TC |")]
     assert len(lines) == 10 and "| TC | 3 | 75.0 |" in md
-    metrics = json.loads(
-        (outputs / "runs/table5_coloc_tc/smoke/3/seed1/metrics.json").read_text()
-    )
+    metrics = json.loads((outputs / "runs/table5_coloc_tc/smoke/3/seed1/metrics.json").read_text())
     assert metrics["images"] == 8 and 0 <= metrics["localised_pct"] <= 100
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
