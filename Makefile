@@ -3,7 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench-st table1 all-tables tensorboard clean
+.PHONY: install test test-slow lint format bench-st table1 table4 table5 fig3d all-tables \
+	tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU.
 SCHEDULE ?= fast
@@ -37,7 +38,17 @@ bench-st: $(STAMP)
 table1: $(STAMP)
 	for e in $(TABLE1); do $(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
 
-all-tables: table1
+table4: $(STAMP)
+	$(VENV)/bin/stn-repro experiment=table4_addition schedule=$(SCHEDULE)
+
+table5: $(STAMP)
+	for e in table5_coloc_t table5_coloc_tc; do \
+		$(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
+
+fig3d: $(STAMP)
+	$(VENV)/bin/stn-repro experiment=fig_3d schedule=$(SCHEDULE)
+
+all-tables: table1 table4 table5 fig3d
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs/runs

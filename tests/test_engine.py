@@ -151,3 +151,12 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     runs = tmp_path / "outputs" / "runs"
     st3d = json.loads((runs / "fig_3d/smoke/3d-st-cnn/seed1/metrics.json").read_text())
     assert st3d["transform"] == "affine3d"
+    # The figures draw from the finished runs.
+    from PIL import Image
+
+    from stn_repro.figures import addition_figure, volume_figure
+
+    png = addition_figure(runs / "table4_addition/smoke/2xst-fcn-tps/seed1", tmp_path / "a.png", 3)
+    assert Image.open(png).size[0] > Image.open(png).size[1]  # 6 columns, 3 rows
+    png = volume_figure(runs / "fig_3d/smoke/3d-st-cnn/seed1", tmp_path / "v.png", 2)
+    assert Image.open(png).size == (4 * 62 + 2, 2 * 62 + 2)

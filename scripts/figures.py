@@ -1,0 +1,27 @@
+"""Draw a figure from a finished run.
+
+    python scripts/figures.py addition RUN_DIR [--out outputs/figures/addition.png]
+    python scripts/figures.py 3d RUN_DIR [--out outputs/figures/fig5_3d.png]
+
+addition: a Table 4 run with transformers (e.g. 2xST-FCN): each transformer's output per
+channel. 3d: a fig_3d run of the 3D ST-CNN: input projections and the transformer's output.
+"""
+
+import argparse
+
+from stn_repro.figures import addition_figure, volume_figure
+
+FIGURES = {
+    "addition": (addition_figure, "outputs/figures/addition.png"),
+    "3d": (volume_figure, "outputs/figures/fig5_3d.png"),
+}
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("figure", choices=sorted(FIGURES))
+    parser.add_argument("run_dir")
+    parser.add_argument("--out")
+    parser.add_argument("--examples", type=int, default=6)
+    args = parser.parse_args()
+    draw, default_out = FIGURES[args.figure]
+    draw(args.run_dir, args.out or default_out, args.examples)

@@ -1,0 +1,71 @@
+"""Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST).
+
+python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/seed1
+python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/seed1
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor
+from torchvision.utils import make_grid, save_image
+
+from .data import load_split, make_inputs
+from .engine import load_trained
+from .errors import UserError
+
+
+def load_run(run_dir: str | Path, examples: int):
+    """A finished run's model and its first ``examples`` test inputs and labels."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "metrics.json").exists():
+        raise UserError(f"{run_dir} holds no finished run (no metrics.json); train it first")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    model = load_trained(cfg, run_dir)
+    test = load_split(cfg.dataset, "test", cfg.paths.data_dir, cfg.paths.cache_dir,
+                      limit=cfg.schedule.test_limit)  # fmt: skip
+    inputs = make_inputs(cfg.dataset)
+    x = inputs(test.images[:examples], test.params[:examples])
+    return model, x, test.labels[:examples]
+
+
+def scaled(images: Tensor) -> Tensor:
+    """Each ``(1, H, W)`` tile scaled to [0, 1] for display."""
+    return images / images.amax((-1, -2, -3), keepdim=True).clamp(min=1e-6)
+
+
+def addition_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> Path:
+    """One row per test example: input channels 0 and 1, then each transformer's output per
+    channel (a 2xST model that learnt the task shows each transformer taking one digit)."""
+    model, x, labels = load_run(run_dir, examples)
+    if model.st is None:
+        raise UserError("this run has no spatial transformer to show")
+    with torch.no_grad():
+        warped, _ = model.st(x)  # (B, N, 2, H, W) or (B, 2, H, W)
+    warped = warped.reshape(len(x), -1, *x.shape[-2:])  # (B, N * 2, H, W)
+    rows = torch.cat([x, warped], dim=1)  # (B, 2 + 2N, H, W)
+    tiles = scaled(rows.reshape(-1, 1, *x.shape[-2:]))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(tiles, nrow=rows.shape[1], pad_value=0.5), out)
+    print(f"{out}: columns = input ch0, ch1, then transformer k's ch0, ch1; sums {labels.tolist()}")
+    return out
+
+
+def volume_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> Path:
+    """The paper's Fig. 5: per test example, the input volume summed along depth, height and
+    width, then the 3D transformer's 2D output (its volume summed over depth)."""
+    model, x, labels = load_run(run_dir, examples)
+    with torch.no_grad():
+        projected, _ = model.st(x)  # (B, 1, H, W)
+    views = [x.sum(2), x.sum(3), x.sum(4), projected]  # each (B, 1, 60, 60)
+    tiles = scaled(torch.stack(views, dim=1).flatten(0, 1))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(tiles, nrow=len(views), pad_value=0.5), out)
+    print(f"{out}: columns = input summed over depth, height, width; ST output; "
+          f"labels {labels.tolist()}")  # fmt: skip
+    return out
