@@ -160,3 +160,14 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     assert Image.open(png).size[0] > Image.open(png).size[1]  # 6 columns, 3 rows
     png = volume_figure(runs / "fig_3d/smoke/3d-st-cnn/seed1", tmp_path / "v.png", 2)
     assert Image.open(png).size == (4 * 62 + 2, 2 * 62 + 2)
+
+
+def test_multirun_fans_rows_out_then_table_only_collects_them(tmp_path):
+    result = cli("-m", "experiment=table1_tc", "row=0,3", "progress=false", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    runs = sorted(p.parts[-3] for p in (tmp_path / "outputs/runs").glob("*/*/*/*/metrics.json"))
+    assert runs == ["fcn", "st-cnn-aff"]
+    result = cli("experiment=table1_tc", "table_only=true", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    md = (tmp_path / "outputs/tables/table1.md").read_text()
+    assert md.count("| TC |") == 2

@@ -1,6 +1,7 @@
 """Datasets: base sources, vectorised generators and their HDF5 cache.
 
-``load_split(cfg, split, data_dir, cache_dir)`` is the one entry point the engine uses.
+The engine uses two functions: ``load_split(cfg, split, data_dir, cache_dir)`` gives a split as
+stored (uint8), ``make_inputs(cfg)`` turns a stored batch into float model inputs.
 """
 
 from __future__ import annotations
