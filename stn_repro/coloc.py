@@ -25,10 +25,11 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
+from .atomic import write_json
 from .config import config_hash
 from .data import load_split
 from .data.sources import DIGIT
-from .engine import pick_device, read_metrics, write_json
+from .engine import finished_metrics, pick_device
 from .errors import UserError
 from .st import Attention, SpatialTransformer, sample
 
@@ -118,10 +119,8 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     """Optimise one co-localisation (class ``cfg.coloc.digit``) and write its metrics."""
     run_dir = Path(run_dir)
     chash = config_hash(cfg)
-    done = read_metrics(run_dir)
+    done = finished_metrics(run_dir, chash)
     if done is not None:
-        if done.get("config_hash") != chash:
-            raise UserError(f"{run_dir} already holds the results of another config; delete it")
         return done
     co = cfg.coloc
     device = pick_device(cfg.device)

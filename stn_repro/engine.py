@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import platform
 import time
 from dataclasses import asdict
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .atomic import write_atomic, write_json
 from .config import config_hash
 from .data import Split, load_split, make_inputs
 from .errors import UserError
@@ -32,23 +32,19 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def write_atomic(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    write_atomic(path, lambda p: p.write_text(json.dumps(data, indent=2) + "\n"))
-
-
-def read_metrics(run_dir: Path) -> dict | None:
+def finished_metrics(run_dir: Path, chash: str) -> dict | None:
+    """The metrics of a finished run of this config (None if unfinished); results of another
+    config in ``run_dir`` are an error, never overwritten."""
     path = Path(run_dir) / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    if not path.exists():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("config_hash") != chash:
+        raise UserError(
+            f"{run_dir} already holds the results of another config; delete it or choose "
+            "another run_dir=..."
+        )
+    return done
 
 
 def pick_device(name: str) -> torch.device:
@@ -172,13 +168,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     """
     run_dir = Path(run_dir)
     chash = config_hash(cfg)
-    done = read_metrics(run_dir)
+    done = finished_metrics(run_dir, chash)
     if done is not None:
-        if done.get("config_hash") != chash:
-            raise UserError(
-                f"{run_dir} already holds the results of another config; delete it or choose "
-                "another run_dir=..."
-            )
         return done
     schedule = cfg.schedule
     device = pick_device(cfg.device)

@@ -9,7 +9,7 @@ import statistics
 from datetime import date
 from pathlib import Path
 
-from .engine import write_atomic
+from .atomic import write_atomic
 from .paper import (
     SOURCES,
     TABLE1_COLUMNS,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import h5py
 import torch
 from torch import Tensor
 
+from ..atomic import write_atomic
 from ..errors import UserError
 
 CACHE_VERSION = 1  # bump when a generator changes what it makes from the same config
@@ -45,23 +45,16 @@ def cache_path(cache_dir: str | Path, name: str, split: str, key: str) -> Path:
 
 def write_split(path: Path, data: Split, key: str) -> None:
     """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    try:
+
+    def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
             f.attrs["key"] = key
-            f.create_dataset(
-                "images",
-                data=data.images.numpy(),
-                compression="gzip",
-                compression_opts=1,
-                chunks=True,
-            )
+            f.create_dataset("images", data=data.images.numpy(), compression="gzip",
+                             compression_opts=1, chunks=True)  # fmt: skip
             f.create_dataset("labels", data=data.labels.numpy())
             f.create_dataset("params", data=data.params.numpy())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomic(path, write)
 
 
 def read_split(path: Path, key: str) -> Split:
