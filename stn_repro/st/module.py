@@ -67,26 +67,27 @@ class SpatialTransformer(nn.Module):
         self.num_transformers = num_transformers
         self.mode = mode
         self.flatten_depth = flatten_depth
-        identity = transform.identity_params().repeat(num_transformers)  # (N * P,)
-        if initial_theta is not None:
-            start = torch.as_tensor(initial_theta, dtype=torch.float32).reshape(-1)
-            identity = start.repeat(num_transformers) if start.numel() < identity.numel() else start
-            if identity.numel() != num_transformers * transform.num_params:
-                raise ValueError(
-                    f"initial_theta needs {transform.num_params} or {num_transformers} x "
-                    f"{transform.num_params} values, got {start.numel()}"
-                )
+        n_theta = num_transformers * transform.num_params
+        given = transform.identity_params() if initial_theta is None else initial_theta
+        start = torch.as_tensor(given, dtype=torch.float32).reshape(-1)
+        if start.numel() == transform.num_params:  # one theta for every transformer
+            start = start.repeat(num_transformers)  # (N * P,)
+        if start.numel() != n_theta:
+            raise ValueError(
+                f"initial_theta needs {transform.num_params} or {num_transformers} x "
+                f"{transform.num_params} values, got {torch.as_tensor(given).numel()}"
+            )
         self.localisation = localisation
         if localisation is not None:
             if localisation_features is None:
                 raise ValueError("`localisation_features` (the network's output width) is needed")
-            self.regressor = nn.Linear(localisation_features, identity.numel())
+            self.regressor = nn.Linear(localisation_features, n_theta)
             nn.init.zeros_(self.regressor.weight)
             with torch.no_grad():
-                self.regressor.bias.copy_(identity)
+                self.regressor.bias.copy_(start)
         else:
             theta = torch.as_tensor(fixed_theta, dtype=torch.float32).reshape(-1)
-            if theta.numel() != identity.numel():
+            if theta.numel() != n_theta:
                 raise ValueError(
                     f"fixed_theta needs {num_transformers} x {transform.num_params} values, "
                     f"got {theta.numel()}"
