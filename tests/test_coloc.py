@@ -1,13 +1,16 @@
 """Co-localisation (Table 5): the loss, the boxes, IoU, and a smoke run of the experiment."""
 
+import importlib.util
 import json
 
 import torch
 
 from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
+from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data.generators import generate
 from stn_repro.experiment import run_experiment
 from stn_repro.models import DataSpec, build_model
+from stn_repro.st import Attention, sample
 
 
 def test_triplet_hinge_against_hand_computed_values():
@@ -39,6 +42,23 @@ def test_true_boxes_hold_the_digit():
     for image, (x0, y0, x1, y1) in zip(images[:, 0], boxes, strict=True):
         assert image[y0, x0] == 255 and image[y1 - 1, x1 - 1] == 255
         assert image.sum() == 2 * 255
+
+
+def test_landscape_windows_hit_the_digit_or_miss_it():
+    path = PACKAGE_ROOT / "scripts" / "coloc_landscape.py"
+    spec = importlib.util.spec_from_file_location("coloc_landscape", path)
+    landscape = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(landscape)
+    digits = torch.full((64, 28, 28), 255, dtype=torch.uint8)  # solid frames
+    gen_spec = {"canvas": 84, "clutter": 0, "patch": 6}
+    images, _, params = generate("clutter", digits, torch.zeros(64, dtype=torch.long), 3, gen_spec)
+    boxes = digit_boxes(params, 84)
+    wins = landscape.windows(boxes, 84)
+    torch.testing.assert_close(paired_iou(attention_boxes(wins["true"], (84, 84)), boxes),
+                               torch.ones(64))  # fmt: skip
+    assert paired_iou(attention_boxes(wins["blank"], (84, 84)), boxes).max() == 0
+    blank = sample(images.float(), Attention().grid(wins["blank"], (28, 28)))
+    assert blank.abs().max() == 0  # the blank window sees only empty canvas
 
 
 def test_encoder_concatenates_hidden_layers_and_logits(compose_cfg):

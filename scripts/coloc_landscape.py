@@ -1,0 +1,71 @@
+"""Measure the Table 5 triplet loss at fixed windows: why the co-localisation finds empty canvas.
+
+    python scripts/coloc_landscape.py [dataset=coloc_t] [schedule=fast] [digits 3 8]
+
+For the 100 images of each class, the mean hinge loss of docs/reproduction-notes.md is
+evaluated, without any training, with the transformer's window held at:
+  true   the digit's own 28x28 box,
+  blank  a digit-sized corner window that misses the digit (always exists on an 84x84 canvas),
+  whole  the whole canvas (the identity transform).
+Each line gives the mean squared distances to the positive and to the random crop, and the
+loss with the encoder's features divided by sqrt(k) for k = 1, 100, 1000 (k = 1 is the loss as
+written). The encoder is the experiment's (trained first if its run is missing).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from stn_repro.coloc import Encoder, class_images, random_crops
+from stn_repro.config import CONF_DIR
+from stn_repro.data.sources import DIGIT
+from stn_repro.experiment import train_encoder
+from stn_repro.st import Attention, sample
+
+SCALES = (1, 100, 1000)
+
+
+def windows(boxes: torch.Tensor, canvas: int) -> dict[str, torch.Tensor]:
+    """Attention thetas ``(N, 3)`` of the true, blank and whole-canvas windows."""
+    n, s = len(boxes), DIGIT / canvas
+    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    true = torch.cat([torch.full((n, 1), s), centre / (canvas / 2) - 1], dim=1)
+    # The corner column (row) on the far side of the digit never overlaps it.
+    far = torch.where(boxes[:, :2] + DIGIT <= canvas - DIGIT, 1 - s, s - 1)
+    blank = torch.cat([torch.full((n, 1), s), far], dim=1)
+    whole = torch.tensor([[1.0, 0.0, 0.0]]).repeat(n, 1)
+    return {"true": true, "blank": blank, "whole": whole}
+
+
+def main(overrides: list[str], digits: list[int]) -> None:
+    base = ["experiment=table5_coloc_t", "schedule=fast", "progress=false", *overrides]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=base)
+        encoder = Encoder(train_encoder(cfg, base).head)
+    gen = torch.Generator().manual_seed(0)
+    print(f"{cfg.dataset.name}: mean loss (alpha = {cfg.coloc.margin}) at fixed windows")
+    header = "".join(f"{f'k={k}':>9}" for k in SCALES)
+    print(f"{'class':>5} {'window':>6} {'pos':>8} {'neg':>8}{header}")
+    with torch.no_grad():
+        for digit in digits:
+            images, boxes = class_images(cfg, digit, int(cfg.coloc.images_per_class))
+            n = len(images)
+            partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=gen)) % n
+            rand = encoder(random_crops(images, cfg.coloc.random_crop_scale, gen))
+            for name, theta in windows(boxes, images.shape[-1]).items():
+                e = encoder(sample(images, Attention().grid(theta, (DIGIT, DIGIT))))
+                pos = (e - e[partner]).pow(2).sum(1)
+                neg = (e - rand).pow(2).sum(1)
+                losses = [((pos - neg) / k + cfg.coloc.margin).clamp(min=0).mean() for k in SCALES]
+                print(f"{digit:>5} {name:>6} {pos.mean():8.1f} {neg.mean():8.1f}"
+                      + "".join(f"{loss:9.3f}" for loss in losses))  # fmt: skip
+
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    overrides = [a for a in args if "=" in a]
+    digits = [int(a) for a in args if "=" not in a] or [3, 8]
+    main(overrides, digits)
