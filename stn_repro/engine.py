@@ -180,8 +180,9 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
 
     # ---- data: uint8 tensors in memory --------------------------------------------------
     paths = cfg.paths
+    fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions of the training digits each epoch
     train = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
-                       limit=schedule.train_limit)  # fmt: skip
+                       epoch=0 if fresh else None, limit=schedule.train_limit)  # fmt: skip
     test = load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
                       limit=schedule.test_limit)  # fmt: skip
     inputs = make_inputs(cfg.dataset)
@@ -219,12 +220,12 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
 
     # ---- training loop ----------------------------------------------------------------------
     model.train()
-    epoch_seen, epoch_data = None, train
+    epoch_seen, epoch_data = 0, train
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
                disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
     for it in bar:
-        if cfg.dataset.fresh_each_epoch:  # new distortions of the training digits each epoch
+        if fresh:
             epoch = it * schedule.batch_size // len(train)
             if epoch != epoch_seen:
                 epoch_data = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
@@ -287,7 +288,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "dataset": cfg.dataset.name,
         "data": f"{cfg.dataset.source} -> {cfg.dataset.generator} "
         f"{json.dumps(OmegaConf.to_container(cfg.dataset.params))}, data seed {cfg.dataset.seed}"
-        + (", fresh distortions each epoch" if cfg.dataset.fresh_each_epoch else ""),
+        + (", fresh distortions each epoch" if fresh else ""),
         "model": cfg.model.name,
         "transform": transform,
         "schedule": schedule.name,

@@ -98,6 +98,26 @@ def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, mo
     assert resumed["test_error"] == whole["test_error"]
 
 
+def test_fresh_each_epoch_draws_each_epoch_and_caches_only_the_test_split(
+    compose_cfg, monkeypatch, tmp_path
+):
+    cfg = compose_cfg("dataset=mnist_r", "model=fcn", "dataset.fresh_each_epoch=true",
+                      "schedule.train_limit=32")  # fmt: skip
+    real, drawn = engine.load_split, []
+
+    def record(dataset, split, *args, epoch=None, **kwargs):
+        drawn.append((split, epoch))
+        return real(dataset, split, *args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(engine, "load_split", record)
+    metrics = train_run(cfg, run_dir(cfg))
+    # 6 steps of 16 on 32 digits: epochs 0, 1 and 2, each drawn once; no fixed train split.
+    assert drawn == [("train", 0), ("test", None), ("train", 1), ("train", 2)]
+    [cached] = (tmp_path / "cache").glob("*.h5")
+    assert cached.name.startswith("mnist_r-test-")
+    assert metrics["data"].endswith("fresh distortions each epoch")
+
+
 def test_checkpoint_of_another_config_is_refused(compose_cfg):
     cfg = compose_cfg("model=fcn")
     where = run_dir(cfg)
