@@ -1,6 +1,8 @@
 """Measure the Table 5 triplet loss at fixed windows: why the co-localisation finds empty canvas.
 
-    python scripts/coloc_landscape.py [dataset=coloc_t] [schedule=fast] [digits 3 8]
+    python scripts/coloc_landscape.py [OVERRIDE=VALUE ...] [DIGIT ...]    (default: digits 3 8)
+
+e.g. `python scripts/coloc_landscape.py dataset=coloc_tc 0 3 8` for the cluttered images.
 
 For the 100 images of each class, the mean hinge loss of docs/reproduction-notes.md is
 evaluated, without any training, with the transformer's window held at:

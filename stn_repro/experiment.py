@@ -16,6 +16,9 @@ from .tables import write_tables
 
 # Command-line keys that choose among an experiment's runs rather than configure them.
 SELECTORS = ("row", "seed", "table_only", "run_dir")
+# Command-line settings an experiment shares with the run whose model it reuses (the Table 5
+# encoder); the rest (dataset, model, coloc, ...) configure the experiment's own runs.
+SHARED = ("paths", "schedule", "device", "progress")
 
 
 def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
@@ -53,12 +56,14 @@ def meta(exp: DictConfig, index: int, row: DictConfig) -> dict:
 
 def train_encoder(cfg: DictConfig, overrides: list[str]):
     """Train (or reuse, when finished) the run ``cfg.experiment.encoder`` names, e.g. the
-    Table 1 CNN of the R column, and return its model."""
+    Table 1 CNN of the R column, and return its model. Of the command line, only the
+    ``SHARED`` settings (paths, schedule, device, progress) reach that run."""
     from hydra import compose
 
     spec = cfg.experiment.encoder
-    base = [o for o in base_overrides(overrides) if not o.startswith("experiment=")]
-    base.append(f"experiment={spec.experiment}")
+    keys = [o.split("=")[0].lstrip("+~") for o in overrides]
+    shared = [o for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in SHARED]
+    base = [*shared, f"experiment={spec.experiment}"]
     exp = compose("config", overrides=base).experiment
     [(index, row)] = select_rows(exp, spec.row)
     enc_cfg = compose_run(base, row, spec.seed)

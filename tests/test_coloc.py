@@ -71,8 +71,11 @@ def test_encoder_concatenates_hidden_layers_and_logits(compose_cfg):
 
 
 def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
-    cfg = compose_cfg("experiment=table5_coloc_tc")
-    run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc"])
+    # Co-localisation settings on the command line configure the co-localisation runs only,
+    # not the encoder's Table 1 run (which has no `coloc`).
+    coloc = ["coloc.lr=0.002", "coloc.margin=2.0"]
+    cfg = compose_cfg("experiment=table5_coloc_tc", *coloc)
+    run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc", *coloc])
     outputs = tmp_path / "outputs"
     # The encoder is the Table 1 R-column CNN, trained first and counted in Table 1.
     encoder = json.loads((outputs / "runs/table1_r/smoke/cnn/seed1/metrics.json").read_text())
@@ -83,6 +86,8 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     assert len(lines) == 10 and "| TC | 3 | 75.0 |" in md
     metrics = json.loads((outputs / "runs/table5_coloc_tc/smoke/3/seed1/metrics.json").read_text())
     assert metrics["images"] == 8 and 0 <= metrics["localised_pct"] <= 100
+    config = (outputs / "runs/table5_coloc_tc/smoke/3/seed1/config.yaml").read_text()
+    assert "lr: 0.002" in config and "margin: 2.0" in config
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(outputs / "runs/table5_coloc_tc/smoke/3/seed1/tb"))
