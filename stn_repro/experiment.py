@@ -61,8 +61,7 @@ def train_encoder(cfg: DictConfig, overrides: list[str]):
     from hydra import compose
 
     spec = cfg.experiment.encoder
-    keys = [o.split("=")[0].lstrip("+~") for o in overrides]
-    shared = [o for o, k in zip(overrides, keys, strict=True) if k.split(".")[0] in SHARED]
+    shared = [o for o in overrides if o.split("=")[0].lstrip("+~").split(".")[0] in SHARED]
     base = [*shared, f"experiment={spec.experiment}"]
     exp = compose("config", overrides=base).experiment
     [(index, row)] = select_rows(exp, spec.row)
