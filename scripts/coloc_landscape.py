@@ -21,7 +21,7 @@ import sys
 import torch
 from hydra import compose, initialize_config_dir
 
-from stn_repro.coloc import Encoder, class_images, random_crops
+from stn_repro.coloc import Encoder, class_images, random_crops, triplet_hinge
 from stn_repro.config import CONF_DIR
 from stn_repro.data.sources import DIGIT
 from stn_repro.experiment import train_encoder
@@ -61,7 +61,9 @@ def main(overrides: list[str], digits: list[int]) -> None:
                 e = encoder(sample(images, Attention().grid(theta, (DIGIT, DIGIT))))
                 pos = (e - e[partner]).pow(2).sum(1)
                 neg = (e - rand).pow(2).sum(1)
-                losses = [((pos - neg) / k + cfg.coloc.margin).clamp(min=0).mean() for k in SCALES]
+                # Dividing the features by sqrt(k) divides both squared distances by k.
+                losses = [triplet_hinge(e / k**0.5, e[partner] / k**0.5, rand / k**0.5,
+                                        cfg.coloc.margin) for k in SCALES]  # fmt: skip
                 print(f"{digit:>5} {name:>6} {pos.mean():8.1f} {neg.mean():8.1f}"
                       + "".join(f"{loss:9.3f}" for loss in losses))  # fmt: skip
 
