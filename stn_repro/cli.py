@@ -1,36 +1,176 @@
-"""The ``stn-repro`` console script (Hydra main): one run, or an experiment's runs and table."""
+"""The ``stn-repro`` console script (Hydra main): one run, or an experiment's runs and table.
+
+Every mistake a user can make ends, before any work, in one line on stderr and exit status 2:
+our checks (``UserError``, the schema), Hydra's own composition errors, unwritable or full
+output folders. A stop signal (SIGINT, SIGTERM, SIGUSR1) saves a checkpoint and exits with
+128 + its number; the same command then resumes. In a multirun sweep a failed job is reported
+and the others still run, with a summary at the end (exit 2 if any failed).
+"""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import re
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-from . import config  # noqa: F401  (registers the project_root resolver)
+from . import config, signals
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment
+from .files import Busy, locked
+from .schema import unknown_key_message, validate
+
+USAGE_ERROR = 2
+FIXABLE = (UserError, TrainingDiverged)
+
+
+def run(cfg: DictConfig, overrides: list[str]) -> None:
+    """Validate ``cfg``, then run the experiment it names or the one run it describes."""
+    cfg = validate(cfg)
+    check_writable(cfg.paths)
+    if cfg.experiment is not None:
+        run_experiment(cfg, overrides)
+        return
+    if cfg.row is not None or cfg.table_only:
+        raise UserError("row=... and table_only=true need an experiment=...")
+    where = config.run_dir(cfg)
+    try:
+        with locked(where, wait=False):
+            metrics = train_run(cfg, where)
+    except Busy:
+        print(f"{where}: another process is running it; waiting for it to finish")
+        with locked(where):
+            metrics = train_run(cfg, where)
+    print(f"test error {metrics['test_error']:.2f}% ({metrics['params']:,} params) -> {where}")
+
+
+def check_writable(paths: DictConfig) -> None:
+    """Stop before any work when an output folder cannot be created or written."""
+    for key in ("output_dir", "cache_dir"):
+        folder = Path(paths[key])
+        probe = folder / f".write-test-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as err:
+            raise UserError(
+                f"paths.{key}={folder} is not a writable folder ({err.strerror}); choose "
+                f"another with paths.{key}=..."
+            ) from None
 
 
 @hydra.main(config_path=str(config.CONF_DIR), config_name="config", version_base="1.3")
 def app(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    overrides = list(hydra_cfg.overrides.task)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        if cfg.get("experiment"):
-            run_experiment(cfg, list(HydraConfig.get().overrides.task))
+        run(cfg, overrides)
+        status = "ok"
+    except Exception as err:  # a fixable error is reported here, before Hydra adds its own line
+        status = explain(err)
+        if status is None:
+            raise
+        if not multirun:
+            fail(status)
+        print(f"stn-repro: error: job {hydra_cfg.job.num} ({' '.join(overrides)}): {status}",
+              file=sys.stderr)  # fmt: skip
+    if multirun:
+        job = {"num": hydra_cfg.job.num, "overrides": overrides, "status": status}
+        with open(Path(hydra_cfg.sweep.dir) / "jobs.jsonl", "a") as f:  # one short append
+            f.write(json.dumps(job) + "\n")
+
+
+class SweepSummary(Callback):
+    """At the end of a multirun: how many jobs succeeded, and which failed."""
+
+    failed = 0
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        path = Path(config.hydra.sweep.dir) / "jobs.jsonl"
+        jobs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        bad = [j for j in jobs if j["status"] != "ok"]
+        print(f"stn-repro: sweep: {len(jobs) - len(bad)} of {len(jobs)} jobs succeeded"
+              + "".join(f"; job {j['num']} ({' '.join(j['overrides'])}) failed" for j in bad),
+              file=sys.stderr if bad else sys.stdout)  # fmt: skip
+        SweepSummary.failed = len(bad)
+
+
+def explain(err: BaseException) -> str | None:
+    """One line for an error a user can fix; None for anything else (a bug: traceback)."""
+    if isinstance(err, FIXABLE):
+        return str(err)
+    if isinstance(err, HydraException | OmegaConfBaseException):
+        return hydra_message(err)
+    if isinstance(err, OSError):
+        return os_error_message(err)
+    return None
+
+
+def hydra_message(err: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages as one line (options joined by commas)."""
+    text = str(err).split("Config search path:")[0]
+    unknown = re.match(r"Could not override '([\w.]+)'", text)
+    if unknown and (message := unknown_key_message(unknown.group(1))):
+        return message  # not Hydra's advice to add it with +, which the schema would refuse
+    if isinstance(err.__cause__, OmegaConfBaseException):
+        text += "\n" + str(err.__cause__)
+    parts: list[str] = []
+    for line in text.splitlines():
+        if not line.strip() or line.strip().startswith(("full_key:", "object_type", "See http")):
+            continue
+        if line.startswith("\t") and parts:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line.strip()
         else:
-            if cfg.row is not None or cfg.table_only:
-                raise UserError("row=... and table_only=true need an experiment=...")
-            metrics = train_run(cfg, config.run_dir(cfg))
-            print(f"test error {metrics['test_error']:.2f}% ({metrics['params']:,} params)")
-    except (UserError, TrainingDiverged) as err:
-        print(f"stn-repro: error: {err}", file=sys.stderr)
-        sys.exit(2)
+            parts.append(line.strip())
+    return "; ".join(p.rstrip(".") for p in parts)
+
+
+def os_error_message(err: OSError) -> str | None:
+    """One sentence for a full, read-only or missing output location; None for anything else."""
+    where = err.filename or "a file"
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device while writing {where}: free some space and rerun "
+                "the same command (finished runs are kept, interrupted runs resume)")  # fmt: skip
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
+                     errno.EEXIST):  # fmt: skip
+        return (f"cannot write {where} ({err.strerror}); choose a writable folder with "
+                "paths.output_dir=... (and paths.cache_dir=...)")  # fmt: skip
+    return None
+
+
+def fail(message: str) -> None:
+    print(f"stn-repro: error: {message}", file=sys.stderr)
+    sys.exit(USAGE_ERROR)
 
 
 def main() -> None:
-    app()
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing
+    signals.install()
+    try:
+        app()
+    except signals.Interrupted as err:
+        print(f"stn-repro: {err}; rerun the same command to resume", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except Exception as err:  # Hydra's composition errors, before our app runs
+        message = explain(err)
+        if message is None:
+            raise
+        fail(message)
+    if SweepSummary.failed:
+        sys.exit(USAGE_ERROR)
 
 
 if __name__ == "__main__":

@@ -25,12 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.ops import box_iou
 
-from .atomic import write_json
 from .config import config_hash
 from .data import load_split
 from .data.sources import DIGIT
-from .engine import finished_metrics, pick_device
+from .engine import pick_device
 from .errors import UserError
+from .files import write_atomic, write_json
+from .runs import clear_run, code_version, finished_metrics
 from .st import Attention, SpatialTransformer, sample
 
 
@@ -119,7 +120,9 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     """Optimise one co-localisation (class ``cfg.coloc.digit``) and write its metrics."""
     run_dir = Path(run_dir)
     chash = config_hash(cfg)
-    done = finished_metrics(run_dir, chash)
+    if cfg.get("overwrite"):
+        clear_run(run_dir)
+    done = finished_metrics(run_dir, cfg, chash)
     if done is not None:
         return done
     co = cfg.coloc
@@ -140,8 +143,7 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     ).to(device)
     optimizer = torch.optim.Adam(st.parameters(), lr=co.lr)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb"))
@@ -183,10 +185,10 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         "seed": int(cfg.seed),
         "params": sum(p.numel() for p in st.parameters()),
         "config_hash": chash,
+        "code": code_version(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    return write_json(run_dir / "metrics.json", metrics)
 
 
 def log_boxes(writer, st: SpatialTransformer, images: Tensor, true_boxes: Tensor, step: int):

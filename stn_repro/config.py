@@ -1,4 +1,5 @@
-"""Config helpers: the ``project_root`` resolver, a run's identity (hash) and its directory."""
+"""Config helpers: the ``project_root`` and ``pid`` resolvers, a run's identity (hash) and its
+directory."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def project_root() -> str:
 
 if not OmegaConf.has_resolver("project_root"):
     OmegaConf.register_new_resolver("project_root", project_root)
+if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concurrent launches
+    OmegaConf.register_new_resolver("pid", os.getpid)
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -39,9 +42,13 @@ def identity(cfg: DictConfig) -> dict:
     return found
 
 
-def config_hash(cfg: DictConfig) -> str:
-    blob = json.dumps(identity(cfg), sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+def config_hash(cfg: DictConfig, with_seed: bool = True) -> str:
+    """A hash of ``identity(cfg)`` (16 hex digits); ``with_seed=False`` names the config that
+    a row's seeds share (its run directories' parent)."""
+    found = identity(cfg)
+    if not with_seed:
+        found.pop("seed")
+    return hashlib.sha256(json.dumps(found, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def slug(text: str) -> str:
@@ -56,11 +63,13 @@ def model_label(cfg: DictConfig) -> str:
 
 
 def run_dir(cfg: DictConfig, experiment: str = "adhoc", row: str | None = None) -> Path:
-    """``outputs/runs/<experiment>/<schedule>/<row>/seed<k>`` unless ``cfg.run_dir`` is set."""
+    """``outputs/runs/<experiment>/<schedule>/<row>/<config>/seed<k>`` unless ``cfg.run_dir``
+    is set. ``<config>`` is 8 hex digits of the config's hash (seed aside), so a changed config
+    (an override, an edited YAML) gets a directory of its own and never meets an old run."""
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)
     row = row or f"{cfg.dataset.name}-{model_label(cfg)}"
     return (
         Path(cfg.paths.output_dir) / "runs" / experiment / cfg.schedule.name / slug(row)
-        / f"seed{cfg.seed}"
+        / config_hash(cfg, with_seed=False)[:8] / f"seed{cfg.seed}"
     )  # fmt: skip

@@ -21,30 +21,17 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .atomic import write_atomic, write_json
+from . import signals
 from .config import config_hash
 from .data import Split, load_split, make_inputs
 from .errors import UserError
+from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
+from .runs import clear_run, code_version, finished_metrics, load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
-
-
-def finished_metrics(run_dir: Path, chash: str) -> dict | None:
-    """The metrics of a finished run of this config (None if unfinished); results of another
-    config in ``run_dir`` are an error, never overwritten."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    done = json.loads(path.read_text())
-    if done.get("config_hash") != chash:
-        raise UserError(
-            f"{run_dir} already holds the results of another config; delete it or choose "
-            "another run_dir=..."
-        )
-    return done
 
 
 def pick_device(name: str) -> torch.device:
@@ -143,19 +130,11 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
         writer.add_histogram(f"theta/{k}", theta[:, k], step)
 
 
-def check_checkpoint(ckpt: dict, path: Path, expected: str) -> None:
-    if ckpt.get("config_hash") != expected:
-        raise UserError(
-            f"the checkpoint {path} was written for another config; delete that run directory "
-            "or give this run another one with run_dir=..."
-        )
-
-
 def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     """The model a finished run trained (from its final checkpoint), in eval mode."""
-    path = Path(run_dir) / "checkpoint.pt"
-    ckpt = torch.load(path, map_location="cpu")
-    check_checkpoint(ckpt, path, config_hash(cfg))
+    ckpt = load_checkpoint(Path(run_dir), cfg, config_hash(cfg))
+    if ckpt is None:
+        raise UserError(f"{run_dir} has no checkpoint; train that run first")
     model = build_model(cfg.model, DataSpec(**ckpt["spec"]))
     model.load_state_dict(ckpt["model"])
     return model.eval()
@@ -168,15 +147,14 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     """
     run_dir = Path(run_dir)
     chash = config_hash(cfg)
-    done = finished_metrics(run_dir, chash)
+    if cfg.get("overwrite"):
+        clear_run(run_dir)
+    done = finished_metrics(run_dir, cfg, chash)
     if done is not None:
         return done
     schedule = cfg.schedule
     device = pick_device(cfg.device)
-    ckpt_path = run_dir / "checkpoint.pt"
-    ckpt = torch.load(ckpt_path, map_location="cpu") if ckpt_path.exists() else None
-    if ckpt is not None:
-        check_checkpoint(ckpt, ckpt_path, chash)
+    ckpt = load_checkpoint(run_dir, cfg, chash)
 
     # ---- data: uint8 tensors in memory --------------------------------------------------
     paths = cfg.paths
@@ -202,21 +180,20 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         optimizer.load_state_dict(ckpt["optimizer"])
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start if start else None)
+    # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
+    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
     log = schedule.log
     preview, _ = batch(test, slice(0, 32), inputs, device)
 
-    def save_checkpoint(iteration: int) -> None:
-        state = {
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(run_dir, {
             "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
             "spec": asdict(spec), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-        }  # fmt: skip
-        write_atomic(ckpt_path, lambda p: torch.save(state, p))
+            "optimizer": optimizer.state_dict(), "code": code_version(),
+        })  # fmt: skip
 
     # ---- training loop ----------------------------------------------------------------------
     model.train()
@@ -224,46 +201,49 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
                disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
-    for it in bar:
-        if fresh:
-            epoch = it * schedule.batch_size // len(train)
-            if epoch != epoch_seen:
-                epoch_data = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
-                                        epoch=epoch, limit=schedule.train_limit)  # fmt: skip
-                epoch_seen = epoch
-        factor = lr_factor(schedule, it)
-        for group in optimizer.param_groups:
-            group["lr"] = schedule.lr * factor * group["lr_scale"]
-        idx = batch_indices(len(train), schedule.batch_size, it, int(cfg.seed))
-        x, y = batch(epoch_data, idx, inputs, device)  # (B, C, H, W) or (B, C, D, H, W); (B,)
-        logits = model(x)  # (B, 10)
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(
-                f"the loss became {loss.item()} at iteration {it} of {run_dir}; lower schedule.lr "
-                f"(now {schedule.lr}) or the localisation lr (schedule.loc_lr_scale), then rerun: "
-                "the run resumes from its last checkpoint"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step = it + 1
-        if step % log.every == 0 or step == schedule.iterations:
-            error = 100.0 * (logits.argmax(1) != y).float().mean().item()
-            writer.add_scalar("train/loss", loss.item(), step)
-            writer.add_scalar("train/error", error, step)
-            writer.add_scalar("train/lr", schedule.lr * factor, step)
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % log.image_every == 0 or step == schedule.iterations:
-            log_images(writer, model, preview, step)
-        if step % log.eval_every == 0 and step != schedule.iterations:
-            writer.add_scalar("test/error", evaluate(model, test, inputs, device), step)
-        if step % log.checkpoint_every == 0 or step == schedule.iterations:
-            elapsed += time.perf_counter() - tic
-            tic = time.perf_counter()
-            save_checkpoint(step)
+    with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
+        for it in bar:
+            if fresh:
+                epoch = it * schedule.batch_size // len(train)
+                if epoch != epoch_seen:
+                    epoch_data = load_split(cfg.dataset, "train", paths.data_dir,
+                                            paths.cache_dir, epoch=epoch,
+                                            limit=schedule.train_limit)  # fmt: skip
+                    epoch_seen = epoch
+            factor = lr_factor(schedule, it)
+            for group in optimizer.param_groups:
+                group["lr"] = schedule.lr * factor * group["lr_scale"]
+            idx = batch_indices(len(train), schedule.batch_size, it, int(cfg.seed))
+            x, y = batch(epoch_data, idx, inputs, device)  # (B, C, H, W) or (B, C, D, H, W); (B,)
+            logits = model(x)  # (B, 10)
+            loss = F.cross_entropy(logits, y)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(
+                    f"the loss became {loss.item()} at iteration {it} of {run_dir}; rerun with a "
+                    f"lower learning rate, e.g. schedule.lr={schedule.lr / 10:g} (a new run, in "
+                    "its own directory)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step = it + 1
+            if step % log.every == 0 or step == schedule.iterations:
+                error = 100.0 * (logits.argmax(1) != y).float().mean().item()
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/error", error, step)
+                writer.add_scalar("train/lr", schedule.lr * factor, step)
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % log.image_every == 0 or step == schedule.iterations:
+                log_images(writer, model, preview, step)
+            if step % log.eval_every == 0 and step != schedule.iterations:
+                writer.add_scalar("test/error", evaluate(model, test, inputs, device), step)
+            if step % log.checkpoint_every == 0 or step == schedule.iterations or stop.requested:
+                elapsed += time.perf_counter() - tic
+                tic = time.perf_counter()
+                checkpoint(step)
+                writer.flush()
+            stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
     elapsed += time.perf_counter() - tic
-    trained = schedule.iterations - start
 
     # ---- evaluation and metrics ----------------------------------------------------------
     test_error = evaluate(model, test, inputs, device)
@@ -280,9 +260,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "params": params,
         "iterations": int(schedule.iterations),
         "wall_time_s": round(elapsed, 2),
-        "images_per_s": round(trained * schedule.batch_size / max(elapsed, 1e-9), 1)
-        if trained
-        else None,
+        "images_per_s": round(schedule.iterations * schedule.batch_size / max(elapsed, 1e-9), 1),
         "train_images": len(train),
         "test_images": len(test),
         "dataset": cfg.dataset.name,
@@ -296,8 +274,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "config_hash": chash,
         "device": str(device),
         "torch": torch.__version__,
+        "code": code_version(),
         "host": platform.node(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    write_json(run_dir / "metrics.json", metrics)
-    return metrics
+    return write_json(run_dir / "metrics.json", metrics)

@@ -2,23 +2,36 @@
 
 ``run_experiment(cfg, overrides)`` composes each run's config from the command line's
 overrides plus the row's, runs it (train, resume or skip; or, for Table 5, co-localise), then
-writes the table.
+records the experiment's finished runs as its column and rewrites the table.
+
+Concurrent launches share the work: a run another process holds (a lock per run directory) is
+left for later; once the free runs are done, this launch waits for the held ones and then
+finds them finished (or resumes them, if their process died).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
-from .config import run_dir
+from .config import config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
-from .tables import write_tables
+from .files import Busy, locked
+from .runs import finished_quietly
+from .schema import validate
+from .tables import table_lock, write_column, write_tables
 
 # Command-line keys that choose among an experiment's runs rather than configure them.
 SELECTORS = ("row", "seed", "table_only", "run_dir")
 # Command-line settings an experiment shares with the run whose model it reuses (the Table 5
 # encoder); the rest (dataset, model, coloc, ...) configure the experiment's own runs.
 SHARED = ("paths", "schedule", "device", "progress")
+
+
+def key_of(override: str) -> str:
+    return override.split("=")[0].lstrip("+~")
 
 
 def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
@@ -33,25 +46,34 @@ def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
     return chosen
 
 
-def base_overrides(overrides: list[str]) -> list[str]:
-    return [o for o in overrides if o.split("=")[0].lstrip("+~") not in SELECTORS]
-
-
 def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
-    """The run's config: the command line's overrides (less the selectors), the row's, the
-    seed, and the experiment's own overrides for the chosen schedule (``per_schedule``)."""
+    """The run's config, validated: the command line's overrides (less the selectors), the
+    row's, the seed, and the experiment's own overrides for the schedule (``per_schedule``)."""
     from hydra import compose
 
-    run = [*base_overrides(overrides), *row.overrides, f"seed={seed}"]
+    run = [*[o for o in overrides if key_of(o) not in SELECTORS], *row.overrides, f"seed={seed}"]
     cfg = compose("config", overrides=run)
     extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name)
-    return compose("config", overrides=[*run, *extra]) if extra else cfg
+    return validate(compose("config", overrides=[*run, *extra]) if extra else cfg)
 
 
 def meta(exp: DictConfig, index: int, row: DictConfig) -> dict:
     """What a run's metrics.json records of its place in a table."""
     return {"experiment": exp.name, "table": exp.table, "column": exp.column, "row": row.name,
             "row_index": index}  # fmt: skip
+
+
+class Run:
+    """One row x seed of an experiment: its config and directory."""
+
+    def __init__(self, exp: DictConfig, index: int, row: DictConfig, seed: int, cfg: DictConfig):
+        self.exp, self.index, self.row, self.seed, self.cfg = exp, index, row, seed, cfg
+        self.where: Path = run_dir(cfg, exp.name, row.name)
+        self.label = f"[{exp.name}] {row.name} seed {seed}"
+
+    @property
+    def meta(self) -> dict:
+        return meta(self.exp, self.index, self.row)
 
 
 def train_encoder(cfg: DictConfig, overrides: list[str]):
@@ -61,42 +83,79 @@ def train_encoder(cfg: DictConfig, overrides: list[str]):
     from hydra import compose
 
     spec = cfg.experiment.encoder
-    shared = [o for o in overrides if o.split("=")[0].lstrip("+~").split(".")[0] in SHARED]
-    base = [*shared, f"experiment={spec.experiment}"]
+    base = [*[o for o in overrides if key_of(o).split(".")[0] in SHARED],
+            f"experiment={spec.experiment}"]  # fmt: skip
     exp = compose("config", overrides=base).experiment
     [(index, row)] = select_rows(exp, spec.row)
-    enc_cfg = compose_run(base, row, spec.seed)
-    where = run_dir(enc_cfg, exp.name, row.name)
-    print(f"[{cfg.experiment.name}] encoder: {exp.name} {row.name} seed {spec.seed} -> {where}")
-    train_run(enc_cfg, where, meta(exp, index, row))
-    return load_trained(enc_cfg, where)
+    enc = Run(exp, index, row, spec.seed, compose_run(base, row, spec.seed))
+    print(f"[{cfg.experiment.name}] encoder: {enc.label} -> {enc.where}")
+    with locked(enc.where):
+        train_run(enc.cfg, enc.where, enc.meta)
+    return load_trained(enc.cfg, enc.where)
 
 
 def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
     """Run the rows x seeds of ``cfg.experiment`` (one row and seed with ``row=``), then write
     its table (all rows: ``table_only=true`` skips training)."""
     exp = cfg.experiment
+    if cfg.run_dir is not None:
+        raise UserError(
+            "run_dir= names the directory of one ad-hoc run; an experiment places its runs "
+            "itself: drop run_dir= (paths.output_dir=... moves them all)"
+        )
+    if cfg.row is None and any(key_of(o) == "seed" for o in overrides):
+        raise UserError(
+            f"seed={cfg.seed} without row= would be ignored: add row=<name or index> to run "
+            f"one row with that seed, or experiment.seeds=[{cfg.seed}] to run every row with it"
+        )
     rows = select_rows(exp, cfg.row)
-    seeds = [cfg.seed] if cfg.row is not None else list(exp.seeds)
+    # Compose every run (the table's and this launch's) first: a bad override stops here.
+    table = [Run(exp, i, row, s, compose_run(overrides, row, s))
+             for i, row in enumerate(exp.rows) for s in exp.seeds]  # fmt: skip
+    todo = table
+    if cfg.row is not None:
+        todo = [
+            Run(exp, i, row, cfg.seed, compose_run(overrides, row, cfg.seed)) for i, row in rows
+        ]
+        if cfg.seed not in exp.seeds:
+            print(f"[{exp.name}] seed {cfg.seed} is not in experiment.seeds {list(exp.seeds)}: "
+                  "it is trained but the table leaves it out")  # fmt: skip
     if not cfg.table_only:
-        # Compose every run first, so a bad override stops before any training.
-        runs = [(i, row, seed, compose_run(overrides, row, seed)) for i, row in rows
-                for seed in seeds]  # fmt: skip
-        coloc = exp.get("runner", "classify") == "coloc"
-        if coloc:
-            from .coloc import colocalise_run
+        run_all(cfg, overrides, todo)
+    out = cfg.paths.output_dir
+    with table_lock(out, exp.table):
+        finished = [m for r in table if (m := finished_quietly(r.where, config_hash(r.cfg)))]
+        write_column(out, exp, cfg.schedule.name, finished)
+        path = write_tables(out, exp.table, cfg.schedule.name)
+    print(f"[{exp.name}] table written: {path} ({len(finished)} of {len(table)} runs finished)")
 
-            head = train_encoder(cfg, overrides).head
-        for i, row, seed, run_cfg in runs:
-            where = run_dir(run_cfg, exp.name, row.name)
-            print(f"[{exp.name}] {row.name} seed {seed} -> {where}")
-            if coloc:
-                metrics = colocalise_run(run_cfg, where, head, meta(exp, i, row))
-                result = f"{metrics['localised_pct']:.0f}% localised"
-            else:
-                metrics = train_run(run_cfg, where, meta(exp, i, row))
-                result = f"{metrics['test_error']:.2f}% error"
-            print(f"[{exp.name}] {row.name} seed {seed}: {result}, {metrics['params']:,} params")
-    if cfg.row is None or cfg.table_only:
-        path = write_tables(cfg.paths.output_dir, exp.table, cfg.schedule.name)
-        print(f"[{exp.name}] table written: {path}")
+
+def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
+    """Run each run whose lock is free, then wait for (and finish) those others held."""
+    coloc = cfg.experiment.get("runner", "classify") == "coloc"
+    if coloc:
+        from .coloc import colocalise_run
+
+        head = train_encoder(cfg, overrides).head
+
+    def run_one(run: Run) -> None:
+        print(f"{run.label} -> {run.where}")
+        if coloc:
+            metrics = colocalise_run(run.cfg, run.where, head, run.meta)
+            result = f"{metrics['localised_pct']:.0f}% localised"
+        else:
+            metrics = train_run(run.cfg, run.where, run.meta)
+            result = f"{metrics['test_error']:.2f}% error"
+        print(f"{run.label}: {result}, {metrics['params']:,} params")
+
+    held = []
+    for run in runs:
+        try:
+            with locked(run.where, wait=False):
+                run_one(run)
+        except Busy:
+            print(f"{run.label}: another process is running it; coming back to it")
+            held.append(run)
+    for run in held:
+        with locked(run.where):
+            run_one(run)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import statistics
 from datetime import date
 from pathlib import Path
 
-from .atomic import write_atomic
+from .config import slug
+from .errors import warn
+from .files import CorruptFile, locked, read_json, write_atomic, write_json
 from .paper import (
     SOURCES,
     TABLE1_COLUMNS,
@@ -37,14 +38,30 @@ def metric(table: str) -> tuple[str, str]:
     return METRICS.get(table, ("test_error", "% test error"))
 
 
+def column_path(output_dir: str | Path, table: str, schedule: str, experiment: str) -> Path:
+    return Path(output_dir) / "tables" / "columns" / f"{table}-{schedule}-{slug(experiment)}.json"
+
+
+def write_column(output_dir: str | Path, exp, schedule: str, runs: list[dict]) -> None:
+    """Record the finished runs of experiment ``exp`` (one column of its table) under
+    ``<output_dir>/tables/columns/``: the table step reads these records, so a table shows,
+    for each column, the runs of the config that column was last run with."""
+    record = {"table": exp.table, "schedule": schedule, "experiment": exp.name, "runs": runs}
+    write_json(column_path(output_dir, exp.table, schedule, exp.name), record)
+
+
 def collect(output_dir: str | Path, table: str, schedule: str) -> list[dict]:
-    """Every finished run's metrics for ``table`` under ``<output_dir>/runs/*/<schedule>/``."""
-    runs = Path(output_dir) / "runs"
+    """The finished runs of every column recorded for ``table`` and ``schedule``."""
     found = []
-    for path in sorted(runs.glob(f"*/{schedule}/*/seed*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        if metrics.get("table") == table:
-            found.append(metrics)
+    for path in sorted(column_path(output_dir, table, schedule, "*").parent.glob(
+            f"{table}-{schedule}-*.json")):  # fmt: skip
+        try:
+            record = read_json(path)
+        except CorruptFile as err:
+            warn(f"{path} is corrupt ({err}); rerun its experiment to rewrite it")
+            continue
+        if record["table"] == table and record["schedule"] == schedule:
+            found += record["runs"]
     return found
 
 
@@ -135,14 +152,19 @@ def to_latex(table: str, lines: list[dict], schedule: str) -> str:
 
 def write_tables(output_dir: str | Path, table: str, schedule: str) -> Path:
     """Write ``<output_dir>/tables/<table>.{md,csv,tex}`` from the finished runs."""
+    folder = Path(output_dir) / "tables"
     runs = collect(output_dir, table, schedule)
     lines = summarise(runs, table)
-    folder = Path(output_dir) / "tables"
-    folder.mkdir(parents=True, exist_ok=True)
     for suffix, text in [
         ("md", to_markdown(table, lines, runs, schedule)),
         ("csv", to_csv(lines)),
         ("tex", to_latex(table, lines, schedule)),
     ]:
-        write_atomic(folder / f"{table}.{suffix}", lambda p, t=text: p.write_text(t))
+        write_atomic(folder / f"{table}.{suffix}", text)
     return folder / f"{table}.md"
+
+
+def table_lock(output_dir: str | Path, table: str):
+    """Hold this while reading runs and writing a column and its table, so that of concurrent
+    launches the last to write has seen every finished run."""
+    return locked(Path(output_dir) / "tables" / table)

@@ -9,6 +9,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from stn_repro.config import CONF_DIR, PACKAGE_ROOT
+from stn_repro.schema import validate
 
 DATA_DIR = PACKAGE_ROOT / "datasets"
 
@@ -24,6 +25,13 @@ def smoke_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
+def only(folder: Path, pattern: str) -> Path:
+    """The one path under ``folder`` matching ``pattern`` (run directories hold a config hash:
+    ``runs/<experiment>/<schedule>/<row>/<hash>/seed<k>``)."""
+    [found] = folder.glob(pattern)
+    return found
+
+
 @pytest.fixture
 def smoke(tmp_path: Path) -> list[str]:
     """The overrides of ``compose_cfg``, for code that composes its own configs."""
@@ -32,12 +40,12 @@ def smoke(tmp_path: Path) -> list[str]:
 
 @pytest.fixture
 def compose_cfg(tmp_path: Path):
-    """compose_cfg(*overrides) -> the config the CLI would see, writing under tmp_path.
+    """compose_cfg(*overrides) -> the validated config the CLI would run, writing under tmp_path.
 
     Hydra stays initialised for the whole test, so code under test may compose too."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        yield lambda *overrides: compose(
-            "config", overrides=[*smoke_overrides(tmp_path), *overrides]
+        yield lambda *overrides: validate(
+            compose("config", overrides=[*smoke_overrides(tmp_path), *overrides])
         )
     GlobalHydra.instance().clear()

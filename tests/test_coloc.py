@@ -4,6 +4,7 @@ import importlib.util
 import json
 
 import torch
+from conftest import only
 
 from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
 from stn_repro.config import PACKAGE_ROOT
@@ -78,18 +79,22 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc", *coloc])
     outputs = tmp_path / "outputs"
     # The encoder is the Table 1 R-column CNN, trained first and counted in Table 1.
-    encoder = json.loads((outputs / "runs/table1_r/smoke/cnn/seed1/metrics.json").read_text())
+    encoder = json.loads(
+        (only(outputs, "runs/table1_r/smoke/cnn/*/seed1") / "metrics.json").read_text()
+    )
     assert encoder["table"] == "table1" and encoder["row"] == "CNN"
     md = (outputs / "tables" / "table5.md").read_text()
     assert "% of digits localised" in md
     lines = [line for line in md.splitlines() if line.startswith("| TC |")]
     assert len(lines) == 10 and "| TC | 3 | 75.0 |" in md
-    metrics = json.loads((outputs / "runs/table5_coloc_tc/smoke/3/seed1/metrics.json").read_text())
+    metrics = json.loads(
+        (only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1") / "metrics.json").read_text()
+    )
     assert metrics["images"] == 8 and 0 <= metrics["localised_pct"] <= 100
-    config = (outputs / "runs/table5_coloc_tc/smoke/3/seed1/config.yaml").read_text()
+    config = (only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1") / "config.yaml").read_text()
     assert "lr: 0.002" in config and "margin: 2.0" in config
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    acc = EventAccumulator(str(outputs / "runs/table5_coloc_tc/smoke/3/seed1/tb"))
+    acc = EventAccumulator(str(only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1") / "tb"))
     acc.Reload()
     assert "coloc/boxes/0" in acc.Tags()["images"]

@@ -2,14 +2,16 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
+from conftest import only
 
 from stn_repro import engine
-from stn_repro.config import PACKAGE_ROOT, run_dir
+from stn_repro.config import PACKAGE_ROOT, config_hash, run_dir
 from stn_repro.engine import TrainingDiverged, train_run
 from stn_repro.errors import UserError
 from stn_repro.experiment import run_experiment
@@ -18,7 +20,8 @@ from stn_repro.experiment import run_experiment
 def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     cfg = compose_cfg("dataset=mnist_rts", "model=st_cnn", "model/transform=tps", "seed=2")
     where = run_dir(cfg)
-    assert where.parts[-4:] == ("adhoc", "smoke", "mnist-rts-st-cnn-tps", "seed2")
+    assert where.parts[-5:-2] == ("adhoc", "smoke", "mnist-rts-st-cnn-tps")
+    assert re.fullmatch("[0-9a-f]{8}", where.parts[-2]) and where.name == "seed2"
     metrics = train_run(cfg, where)
     assert 0 <= metrics["test_error"] <= 100 and metrics["test_images"] == 128
     assert metrics["params"] > 300_000 and metrics["iterations"] == 6
@@ -61,8 +64,10 @@ def test_one_row_of_an_experiment(compose_cfg, smoke, tmp_path):
     overrides = [*smoke, "experiment=table1_tc", "row=ST-CNN Aff", "seed=3"]
     cfg = compose_cfg("experiment=table1_tc", "row=ST-CNN Aff", "seed=3")
     run_experiment(cfg, overrides)
-    runs = list((tmp_path / "outputs" / "runs").glob("*/*/*/*/metrics.json"))
-    assert [p.parts[-5:-1] for p in runs] == [("table1_tc", "smoke", "st-cnn-aff", "seed3")]
+    runs = list((tmp_path / "outputs" / "runs").glob("*/*/*/*/*/metrics.json"))
+    assert [p.parts[-6:-3] + p.parts[-2:-1] for p in runs] == [
+        ("table1_tc", "smoke", "st-cnn-aff", "seed3")
+    ]
     metrics = json.loads(runs[0].read_text())
     assert metrics["row"] == "ST-CNN Aff" and metrics["column"] == "TC"
     cfg.row = "ST-CNN TPS"
@@ -118,13 +123,17 @@ def test_fresh_each_epoch_draws_each_epoch_and_caches_only_the_test_split(
     assert metrics["data"].endswith("fresh distortions each epoch")
 
 
-def test_checkpoint_of_another_config_is_refused(compose_cfg):
-    cfg = compose_cfg("model=fcn")
-    where = run_dir(cfg)
-    where.mkdir(parents=True)
-    torch.save({"config_hash": "something-else", "iteration": 2}, where / "checkpoint.pt")
-    with pytest.raises(UserError, match="written for another config"):
-        train_run(cfg, where)
+def test_another_config_in_an_explicit_run_dir_is_refused_naming_the_difference(
+    compose_cfg, tmp_path
+):
+    where = tmp_path / "mine"
+    train_run(compose_cfg("model=fcn", f"run_dir={where}"), where)
+    changed = compose_cfg("model=fcn", f"run_dir={where}", "schedule.lr=0.02")
+    with pytest.raises(UserError, match=r"another config \(schedule.lr: 0.01 -> 0.02\); add "
+                       "overwrite=true"):  # fmt: skip
+        train_run(changed, where)
+    changed.overwrite = True
+    assert train_run(changed, where)["config_hash"] == config_hash(changed)
 
 
 def test_nan_loss_stops_with_a_clear_message(compose_cfg, monkeypatch):
@@ -169,23 +178,26 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     md = (tmp_path / "outputs" / "tables" / "table4.md").read_text()
     assert "| Addition | 2xST-FCN TPS | 5.8 |" in md
     runs = tmp_path / "outputs" / "runs"
-    st3d = json.loads((runs / "fig_3d/smoke/3d-st-cnn/seed1/metrics.json").read_text())
+    st3d = json.loads((only(runs, "fig_3d/smoke/3d-st-cnn/*/seed1") / "metrics.json").read_text())
     assert st3d["transform"] == "affine3d"
     # The figures draw from the finished runs.
     from PIL import Image
 
     from stn_repro.figures import addition_figure, volume_figure
 
-    png = addition_figure(runs / "table4_addition/smoke/2xst-fcn-tps/seed1", tmp_path / "a.png", 3)
+    png = addition_figure(
+        only(runs, "table4_addition/smoke/2xst-fcn-tps/*/seed1"), tmp_path / "a.png", 3
+    )
     assert Image.open(png).size[0] > Image.open(png).size[1]  # 6 columns, 3 rows
-    png = volume_figure(runs / "fig_3d/smoke/3d-st-cnn/seed1", tmp_path / "v.png", 2)
+    png = volume_figure(only(runs, "fig_3d/smoke/3d-st-cnn/*/seed1"), tmp_path / "v.png", 2)
     assert Image.open(png).size == (4 * 62 + 2, 2 * 62 + 2)
 
 
 def test_multirun_fans_rows_out_then_table_only_collects_them(tmp_path):
     result = cli("-m", "experiment=table1_tc", "row=0,3", "progress=false", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    runs = sorted(p.parts[-3] for p in (tmp_path / "outputs/runs").glob("*/*/*/*/metrics.json"))
+    found = (tmp_path / "outputs/runs").glob("*/*/*/*/*/metrics.json")
+    runs = sorted(p.parts[-4] for p in found)
     assert runs == ["fcn", "st-cnn-aff"]
     result = cli("experiment=table1_tc", "table_only=true", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, warn
+from ..files import CorruptFile, locked
 from .cache import Split, cache_path, config_key, read_split, write_split
 from .generators import GENERATORS, generate, seed_for
 from .sources import MNIST_MD5, load_mnist
@@ -80,15 +81,24 @@ def load_split(
             "limit": limit,
         }
     )
+    if epoch is not None:  # fresh draws are not cached
+        return make_split(cfg, split, data_dir, seed, params, limit)
     path = cache_path(cache_dir, cfg.name, split, key)
-    if epoch is None and path.exists():
-        return read_split(path, key)
+    with locked(path):  # one process generates, the others wait and read
+        if path.exists():
+            try:
+                return read_split(path, key)
+            except CorruptFile as err:
+                warn(f"the dataset cache {path} is corrupt ({err}); regenerating it")
+        data = make_split(cfg, split, data_dir, seed, params, limit)
+        write_split(path, data, key)
+    return data
+
+
+def make_split(cfg: DictConfig, split: str, data_dir, seed: int, params: dict, limit) -> Split:
     digits, labels = load_mnist(data_dir, split)
     digits, labels = digits[:limit], labels[:limit]
     try:
-        data = Split(*generate(cfg.generator, digits, labels, seed, params))
-    except TypeError as err:
+        return Split(*generate(cfg.generator, digits, labels, seed, params))
+    except (TypeError, ValueError) as err:
         raise UserError(f"dataset {cfg.name}: bad generator parameters ({err})") from None
-    if epoch is None:
-        write_split(path, data, key)
-    return data

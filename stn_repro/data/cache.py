@@ -1,8 +1,10 @@
-"""HDF5 cache of generated splits, one file per generator config, written atomically."""
+"""HDF5 cache of generated splits, one file per generator config, written atomically, with a
+SHA-256 of its arrays checked on every read."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,8 +13,7 @@ import h5py
 import torch
 from torch import Tensor
 
-from ..atomic import write_atomic
-from ..errors import UserError
+from ..files import CorruptFile, write_atomic
 
 CACHE_VERSION = 1  # bump when a generator changes what it makes from the same config
 
@@ -43,34 +44,39 @@ def cache_path(cache_dir: str | Path, name: str, split: str, key: str) -> Path:
     return Path(cache_dir) / f"{name}-{split}-{key[:12]}.h5"
 
 
+def content_hash(images, labels, params) -> str:
+    """SHA-256 over the three arrays' bytes (numpy arrays or tensors)."""
+    digest = hashlib.sha256()
+    for array in (images, labels, params):
+        digest.update(memoryview(array.numpy() if isinstance(array, Tensor) else array))
+    return digest.hexdigest()
+
+
 def write_split(path: Path, data: Split, key: str) -> None:
-    """Write ``data`` to ``path`` through a temporary file and an atomic rename."""
-
-    def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["key"] = key
-            f.create_dataset("images", data=data.images.numpy(), compression="gzip",
-                             compression_opts=1, chunks=True)  # fmt: skip
-            f.create_dataset("labels", data=data.labels.numpy())
-            f.create_dataset("params", data=data.params.numpy())
-
-    write_atomic(path, write)
+    """Write ``data`` to ``path`` atomically. The file is built in memory first, so a full disk
+    fails in our own write (an OSError) rather than inside HDF5."""
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["key"] = key
+        f.attrs["sha256"] = content_hash(data.images, data.labels, data.params)
+        f.create_dataset("images", data=data.images.numpy(), compression="gzip",
+                         compression_opts=1, chunks=True)  # fmt: skip
+        f.create_dataset("labels", data=data.labels.numpy())
+        f.create_dataset("params", data=data.params.numpy())
+    write_atomic(path, buf.getvalue())
 
 
 def read_split(path: Path, key: str) -> Split:
-    """Read a cached split; a file that is unreadable or not what ``key`` names is an error."""
+    """Read a cached split; ``CorruptFile`` if it is unreadable, altered, or not what ``key``
+    names."""
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("key") != key:
-                raise ValueError("it holds another generator config")
-            data = Split(*(torch.from_numpy(f[k][...]) for k in ("images", "labels", "params")))
-    except (OSError, KeyError, ValueError) as err:
-        raise UserError(
-            f"the dataset cache {path} is corrupt ({err}); delete it and it will be regenerated."
-        ) from None
-    if not (len(data.images) == len(data.labels) == len(data.params)):
-        raise UserError(
-            f"the dataset cache {path} is corrupt (its arrays differ in length); "
-            "delete it and it will be regenerated."
-        )
-    return data
+                raise CorruptFile("it holds another generator config")
+            arrays = [f[k][...] for k in ("images", "labels", "params")]
+            expected = f.attrs.get("sha256")
+    except (OSError, KeyError) as err:
+        raise CorruptFile(f"it is unreadable ({err})") from None
+    if expected != content_hash(*arrays):
+        raise CorruptFile("its arrays do not match their checksum")
+    return Split(*(torch.from_numpy(a) for a in arrays))

@@ -9,7 +9,8 @@ from urllib.error import URLError
 import torch
 from torch import Tensor
 
-from ..errors import UserError
+from ..errors import UserError, warn
+from ..files import locked
 
 DIGIT = 28
 """Side of an MNIST digit in pixels."""
@@ -21,6 +22,13 @@ MNIST_MD5 = {
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
 """MD5 of the four original MNIST files (the same as torchvision's)."""
+
+DECODED_SHA256 = {
+    "train": "d18cfd466eb143ac1097fde604dba9eec4116885869d04cc648b510949f9e88c",
+    "test": "a0863a96c44e5666edbb30c4071ee79ca0514c621e6349c5967fc78e7305c891",
+}
+"""SHA-256 of each split as read (uint8 images, then int64 labels): the extracted ``*-ubyte``
+files are what torchvision reads, so they are checked too, not only the archives."""
 
 
 def md5sum(path: Path) -> str:
@@ -69,6 +77,29 @@ def load_mnist(data_dir: str | Path, split: str) -> tuple[Tensor, Tensor]:
                 f"failed ({type(err).__name__}); copy the four original .gz files "
                 f"({', '.join(MNIST_MD5)}) into that folder."
             ) from None
-    # With the verified .gz files present, torchvision only extracts them (no network).
-    ds = MNIST(str(data_dir), train=split == "train", download=True)
-    return ds.data.to(torch.uint8), ds.targets.to(torch.int64)
+    raw = mnist_raw_dir(data_dir)
+    with locked(raw / "extract"):
+        for again in (False, True):
+            try:
+                # With the verified .gz files present, torchvision only extracts (no network).
+                ds = MNIST(str(data_dir), train=split == "train", download=True)
+                images, labels = ds.data.to(torch.uint8), ds.targets.to(torch.int64)
+                if decoded_sha256(images, labels) == DECODED_SHA256[split]:
+                    return images, labels
+                problem = "differ from the original"
+            except (RuntimeError, ValueError) as err:  # e.g. a truncated extracted file
+                problem = f"are unreadable ({err})"
+            if not again:
+                warn(f"the extracted MNIST {split} files in {raw} {problem}; extracting again")
+                for extracted in raw.glob("*-ubyte"):
+                    extracted.unlink()
+    raise UserError(
+        f"the MNIST {split} files extracted in {raw} {problem} even after extracting them "
+        "again from the verified archives; delete that folder's *-ubyte files and rerun"
+    )
+
+
+def decoded_sha256(images: Tensor, labels: Tensor) -> str:
+    digest = hashlib.sha256(images.numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,150 @@
+"""A run directory's state: finished or not, its checkpoints, who may train it, which code.
+
+A run directory holds ``config.yaml`` (the resolved config), ``checkpoint.pt`` (sealed with a
+checksum; the one before it kept as ``checkpoint.prev.pt``), ``tb/`` and, once finished,
+``metrics.json`` (with a checksum). Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .config import PACKAGE_ROOT, identity
+from .errors import UserError, warn
+from .files import CorruptFile, read_json, seal, unseal, write_atomic
+
+CHECKPOINTS = ("checkpoint.pt", "checkpoint.prev.pt")
+
+
+def git(*args: str) -> str:
+    """The output of a git command in this package's checkout."""
+    done = subprocess.run(["git", "-C", str(PACKAGE_ROOT), *args], capture_output=True,
+                          text=True, timeout=10, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+@cache
+def code_version() -> dict:
+    """The package version and, in a git checkout, its commit (``+dirty`` with local edits)."""
+    try:
+        found = {"version": version("stn-repro")}
+    except PackageNotFoundError:
+        found = {"version": "unknown"}
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+        found["commit"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        found["commit"] = None
+    return found
+
+
+def note_other_code(written_by: dict | None, what: Path) -> None:
+    """Warn when ``what`` was written by another version of this code."""
+    here = code_version()
+    if written_by and written_by.get("commit") and here["commit"]:
+        if written_by["commit"] != here["commit"]:
+            warn(f"{what} was written by stn-repro commit {written_by['commit']}; this is "
+                 f"{here['commit']}; add overwrite=true to redo it with this code")  # fmt: skip
+
+
+def flatten(tree, prefix: str = "") -> dict:
+    if isinstance(tree, dict):
+        return {
+            k: v for key, sub in tree.items() for k, v in flatten(sub, f"{prefix}{key}.").items()
+        }
+    return {prefix.rstrip("."): tree}
+
+
+def differences(run_dir: Path, cfg: DictConfig) -> str:
+    """``key: old -> new`` for what differs between the run's saved config and ``cfg``."""
+    try:
+        old = flatten(identity(OmegaConf.load(run_dir / "config.yaml")))
+    except Exception:  # noqa: BLE001 (an unreadable config.yaml only loses the detail)
+        return "its config.yaml is unreadable"
+    new = flatten(identity(cfg))
+    diff = [f"{k}: {old.get(k)} -> {new.get(k)}" for k in sorted(old.keys() | new.keys())
+            if old.get(k) != new.get(k)]  # fmt: skip
+    return "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+
+
+def refuse_other_config(run_dir: Path, cfg: DictConfig) -> None:
+    raise UserError(
+        f"{run_dir} holds a run of another config ({differences(run_dir, cfg)}); add "
+        "overwrite=true to replace it, or choose another run_dir=..."
+    )
+
+
+def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
+    """The metrics of a finished run of this config, or None. A corrupt metrics.json counts as
+    unfinished (the run is redone from its checkpoint); another config's is an error."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
+    try:
+        done = read_json(path)
+    except CorruptFile as err:
+        warn(f"{path} is corrupt ({err}); redoing the run from its last checkpoint")
+        return None
+    if done.get("config_hash") != chash:
+        refuse_other_config(Path(run_dir), cfg)
+    note_other_code(done.get("code"), path)
+    return done
+
+
+def finished_quietly(run_dir: Path, chash: str) -> dict | None:
+    """The metrics of a finished run of config ``chash``, or None (unfinished, corrupt,
+    another config), for the table step."""
+    try:
+        done = read_json(Path(run_dir) / "metrics.json")
+    except CorruptFile:
+        return None
+    return done if done.get("config_hash") == chash else None
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Write ``checkpoint.pt`` (sealed), keeping the previous one as ``checkpoint.prev.pt``."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    blob = seal(buf.getvalue())  # serialised before anything on disk changes
+    latest, previous = (Path(run_dir) / name for name in CHECKPOINTS)
+    if latest.exists():
+        latest.replace(previous)
+    write_atomic(latest, blob)
+
+
+def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
+    """The newest intact checkpoint of this run (None if there is none yet)."""
+    found = [Path(run_dir) / name for name in CHECKPOINTS if (Path(run_dir) / name).exists()]
+    for path in found:
+        try:
+            ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+        except (CorruptFile, RuntimeError, EOFError, OSError) as err:
+            warn(f"{path} is unusable ({err}); trying the checkpoint before it")
+            continue
+        if ckpt.get("config_hash") != chash:
+            refuse_other_config(Path(run_dir), cfg)
+        note_other_code(ckpt.get("code"), path)
+        return ckpt
+    if found:
+        raise UserError(
+            f"no usable checkpoint in {run_dir} (each is corrupt); add overwrite=true to "
+            "train this run again from the start"
+        )
+    return None
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete what a run wrote (``overwrite=true``)."""
+    run_dir = Path(run_dir)
+    for name in ("metrics.json", "config.yaml", *CHECKPOINTS):
+        (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tb", ignore_errors=True)

@@ -1,0 +1,401 @@
+"""The config's schema: every key's type, range and choices, checked once before any work.
+
+``validate(cfg)`` merges a composed config into these dataclasses, so OmegaConf refuses unknown
+keys (``+`` included) and values of the wrong type; then it checks each field's range or choices
+(the ``check`` in its metadata) and the rules that tie fields together (a digit must fit its
+canvas, a 3D transform needs volumes). Each problem is one ``UserError`` naming the key; the
+result is the same config with its values converted to their types.
+
+Per-generator parameters (``dataset.params``), per-transform arguments (``model.transform``) and
+the experiment and co-localisation groups are checked the same way, each by its own dataclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import UserError
+
+Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is wrong
+
+
+def checked(check: Check, default: Any = MISSING, **kwargs) -> Any:
+    """A dataclass field whose value must pass ``check``."""
+    if "default_factory" in kwargs:
+        return field(metadata={"check": check}, **kwargs)
+    return field(default=default, metadata={"check": check})
+
+
+def at_least(low: float) -> Check:
+    return lambda v: None if v is None or v >= low else f"must be >= {low}"
+
+
+def above(low: float) -> Check:
+    return lambda v: None if v > low else f"must be > {low}"
+
+
+def between(low: float, high: float) -> Check:
+    return lambda v: None if low <= v <= high else f"must lie in [{low}, {high}]"
+
+
+def one_of(*choices: str) -> Check:
+    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
+
+
+def interval(low: float | None = None, above_low: bool = False) -> Check:
+    """A ``[a, b]`` range with ``a <= b`` (and ``a > low``, or ``a >= low``)."""
+
+    def check(v) -> str | None:
+        if len(v) != 2:
+            return "must be a range [low, high] of two numbers"
+        if v[0] > v[1]:
+            return f"must be [low, high] with low <= high, e.g. [{v[1]}, {v[0]}]"
+        if low is not None and (v[0] <= low if above_low else v[0] < low):
+            return f"must have low {'>' if above_low else '>='} {low}"
+        return None
+
+    return check
+
+
+# ---- groups ------------------------------------------------------------------------------
+
+
+@dataclass
+class Paths:
+    root: str = MISSING
+    data_dir: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class Log:
+    """Iterations between events; logging only, not part of a run's identity."""
+
+    every: int = checked(at_least(1))
+    eval_every: int = checked(at_least(1))
+    image_every: int = checked(at_least(1))
+    checkpoint_every: int = checked(at_least(1))
+
+
+@dataclass
+class Schedule:
+    name: str = MISSING
+    optimizer: str = checked(one_of("sgd", "adam"))
+    lr: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
+    momentum: float = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)")
+    weight_decay: float = checked(at_least(0))
+    batch_size: int = checked(at_least(1))
+    iterations: int = checked(at_least(1))
+    lr_policy: str = checked(one_of("step", "cosine"))
+    lr_steps: list[int] = checked(
+        lambda v: None if all(s >= 1 for s in v) else "must hold iterations >= 1",
+        default_factory=list,
+    )
+    lr_decay: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
+    loc_lr_scale: float = checked(at_least(0))
+    train_limit: int | None = checked(at_least(1), None)
+    test_limit: int | None = checked(at_least(1), None)
+    log: Log = field(default_factory=Log)
+
+
+@dataclass
+class Dataset:
+    name: str = MISSING
+    source: str = checked(one_of("mnist"))
+    generator: str = MISSING  # checked against GENERATOR_PARAMS
+    params: Any = None  # checked by the generator's own dataclass
+    seed: int = checked(at_least(0))
+    fresh_each_epoch: bool = False
+    st_pool: int = checked(at_least(1), 1)
+    num_classes: int = 10  # checked against the generator's classes
+    render: str | None = checked(lambda v: None if v in (None, "volume") else
+                                 "must be volume or null", None)  # fmt: skip
+
+
+@dataclass
+class Model:
+    name: str = MISSING  # checked against the registry when the model is built
+    head: str = checked(one_of("fcn", "cnn"))
+    localisation: str | None = checked(
+        lambda v: None if v in (None, "fcn", "cnn", "cnn3d") else "must be fcn, cnn, cnn3d or null",
+        None,
+    )
+    target_params: int = checked(at_least(10_000))
+    num_transformers: int = checked(at_least(1), 1)
+    transform: Any = None  # checked by building it
+
+
+@dataclass
+class Row:
+    name: str = MISSING
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Encoder:
+    experiment: str = MISSING
+    row: str = MISSING
+    seed: int = checked(at_least(0))
+
+
+@dataclass
+class Experiment:
+    name: str = MISSING
+    table: str = MISSING
+    column: str = MISSING
+    seeds: list[int] = checked(
+        lambda v: "must list at least one seed, e.g. [1, 2, 3]" if not v
+        else "must not repeat a seed" if len(set(v)) < len(v)
+        else "must hold seeds >= 0" if min(v) < 0 else None,
+    )  # fmt: skip
+    rows: list[Row] = checked(lambda v: None if v else "must list at least one row")
+    runner: str = checked(one_of("classify", "coloc"), "classify")
+    encoder: Encoder | None = None
+    per_schedule: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Coloc:
+    digit: int = checked(between(0, 9))
+    images_per_class: int = checked(at_least(2))
+    pool_digits: int = checked(at_least(2))
+    iterations: int = checked(at_least(1))
+    batch_pairs: int = checked(at_least(1))
+    lr: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
+    margin: float = checked(at_least(0))
+    initial_scale: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
+    random_crop_scale: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
+    log_every: int = checked(at_least(1))
+
+
+@dataclass
+class Config:
+    paths: Paths = field(default_factory=Paths)
+    dataset: Dataset = field(default_factory=Dataset)
+    model: Model = field(default_factory=Model)
+    schedule: Schedule = field(default_factory=Schedule)
+    experiment: Experiment | None = None
+    coloc: Coloc | None = None
+    seed: int = checked(at_least(0))
+    device: str = checked(
+        lambda v: None if re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) else
+        "must be auto, cpu, cuda or cuda:N", "auto"
+    )  # fmt: skip
+    row: Any = None
+    table_only: bool = False
+    run_dir: str | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+
+# ---- dataset.params, one dataclass per generator -------------------------------------------
+
+
+@dataclass
+class Rotate:
+    rotation: list[float] = checked(interval())
+
+
+@dataclass
+class RTS:
+    rotation: list[float] = checked(interval())
+    scale: list[float] = checked(interval(0, above_low=True))
+    canvas: int = checked(at_least(28))
+
+
+@dataclass
+class Projective:
+    scale: list[float] = checked(interval(0, above_low=True))
+    corner_sd: float = checked(at_least(0))
+
+
+@dataclass
+class Elastic:
+    scale: list[float] = checked(interval(0, above_low=True))
+    control_points: int = checked(
+        lambda v: None if v >= 4 and round(v**0.5) ** 2 == v else "must be a square >= 4, e.g. 16"
+    )
+    point_sd: float = checked(at_least(0))
+
+
+@dataclass
+class Clutter:
+    canvas: int = checked(at_least(28))
+    clutter: int = checked(at_least(0))
+    patch: int = checked(between(1, 28))
+
+
+@dataclass
+class Extrude3D:
+    size: int = checked(at_least(28))
+    depth: int = checked(at_least(1))
+    rotation: list[list[float]] = checked(
+        lambda v: None if len(v) == 3 and all(len(r) == 2 and r[0] <= r[1] for r in v)
+        else "must be three [low, high] ranges (about x, y, z)"
+    )  # fmt: skip
+    translation: float = checked(at_least(0))
+
+
+GENERATOR_PARAMS = {
+    "rotate": Rotate, "rts": RTS, "projective": Projective, "elastic": Elastic,
+    "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D,
+}  # fmt: skip
+"""Each generator's parameter schema (the MNIST addition digits follow the RTS recipe)."""
+
+SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc)
+"""The nested groups ``unknown_key_message`` walks into."""
+
+GENERATOR_CLASSES = {"addition": 19}
+"""Classes each generator's labels take (10 unless listed): addition sums two digits."""
+
+
+# ---- checking --------------------------------------------------------------------------------
+
+
+def typed(node: Any, schema: type, where: str) -> DictConfig:
+    """``node`` merged into ``schema``: unknown keys, missing keys and wrong types refused."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        OmegaConf.to_object(merged)  # raises on a missing mandatory value
+    except OmegaConfBaseException as err:
+        raise UserError(describe(err, where, schema)) from None
+    return merged
+
+
+def describe(err: OmegaConfBaseException, where: str, schema: type) -> str:
+    """One sentence for an OmegaConf validation error, naming the full key."""
+    key = ".".join(p for p in (where, str(getattr(err, "full_key", "") or "")) if p)
+    text = str(getattr(err, "msg", err)).splitlines()[0]
+    if "not in" in text or "ConfigKeyError" in type(err).__name__ or "Key '" in text:
+        known = ", ".join(f.name for f in dataclasses.fields(schema))
+        return f"{key}: no such setting (known in {where or 'the config'}: {known})"
+    if "Missing mandatory value" in text:
+        return f"{key}: missing; set it with {key}=..."
+    value = re.search(r"Value '(.*?)'", text)
+    kind = re.search(r"converted to (\w+)", text)
+    if value and kind:
+        return f"{key}={value.group(1)}: not a valid {kind.group(1).lower()}"
+    return f"{key}: {text}"
+
+
+def check_fields(obj: Any, where: str) -> None:
+    """Run every field's ``check`` (recursing into nested dataclasses)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        key = f"{where}.{f.name}" if where else f.name
+        if dataclasses.is_dataclass(value):
+            check_fields(value, key)
+        elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
+            for i, item in enumerate(value):
+                check_fields(item, f"{key}[{i}]")
+        elif value is not None and (check := f.metadata.get("check")):
+            problem = check(value)
+            if problem:
+                raise UserError(f"{key}={show(value)}: {problem}")
+
+
+def show(value: Any) -> str:
+    return str(list(value)) if isinstance(value, list | tuple) else str(value)
+
+
+def check_dataset(data: DictConfig) -> DictConfig:
+    schema = GENERATOR_PARAMS.get(data.generator)
+    if schema is None:
+        raise UserError(
+            f"dataset.generator={data.generator}: must be one of {', '.join(GENERATOR_PARAMS)}"
+        )
+    params = typed(data.params or {}, schema, "dataset.params")
+    check_fields(OmegaConf.to_object(params), "dataset.params")
+    if data.generator in ("rts", "addition") and params.canvas < 28 * params.scale[1]:
+        need = -int(-28 * params.scale[1] // 1)
+        raise UserError(
+            f"dataset.params.canvas={params.canvas}: a digit scaled by up to "
+            f"{params.scale[1]} is {28 * params.scale[1]:g} px wide, so the canvas must be "
+            f">= {need} (or lower dataset.params.scale)"
+        )
+    classes = GENERATOR_CLASSES.get(data.generator, 10)
+    if data.num_classes != classes:
+        raise UserError(
+            f"dataset.num_classes={data.num_classes}: the {data.generator} generator's labels "
+            f"take {classes} classes; set dataset.num_classes={classes}"
+        )
+    return params
+
+
+def check_model(model: DictConfig, volumes: bool) -> None:
+    from .st.transforms import build_transform
+
+    if model.transform is None:
+        if model.localisation is not None:
+            raise UserError(f"model {model.name} needs a transform: add model/transform=...")
+        return
+    if model.localisation is None:
+        raise UserError(
+            f"model {model.name} has no spatial transformer, so model/transform does not apply; "
+            f"use model=st_{model.name}"
+        )
+    args = OmegaConf.to_container(model.transform, resolve=True)
+    name = args.pop("name", None)
+    try:
+        transform = build_transform(name, **args)
+    except (TypeError, ValueError) as err:
+        raise UserError(f"model.transform ({name}): {err}") from None
+    if (transform.dim == 3) != volumes:
+        raise UserError(
+            f"transform {name} is {transform.dim}D but the data are "
+            f"{'3D volumes' if volumes else '2D images'}; choose model/transform="
+            f"{'affine3d' if volumes else 'affine, projective or tps'}"
+        )
+
+
+def unknown_key_message(key: str) -> str | None:
+    """A sentence for a dotted ``key`` the schema does not have (None when it has it, or when
+    the key lies in a part checked later, such as ``dataset.params``)."""
+    schema: Any = Config
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(schema)}
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the config"
+            return f"{key}: no such setting (known in {where}: {', '.join(fields)})"
+        kind = fields[part].type
+        if kind == "Any" and i + 1 < len(parts):  # e.g. dataset.params.x: none known here
+            return (f"{key}: no such setting (`stn-repro --cfg job` prints every setting of "
+                    "the composed config)")  # fmt: skip
+        nested = next((c for c in SCHEMAS if kind.startswith(c.__name__)), None)
+        if nested is None:
+            return None
+        schema = nested
+    return None
+
+
+def validate(cfg: DictConfig) -> DictConfig:
+    """The config ``cfg``, checked against the schema and converted to its types.
+
+    Raises:
+        UserError: naming the first key that is unknown, of the wrong type or out of range.
+    """
+    if not OmegaConf.is_config(cfg):
+        raise TypeError("validate takes an OmegaConf config")
+    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    checked_cfg = typed(plain, Config, "")
+    check_fields(OmegaConf.to_object(checked_cfg), "")
+    checked_cfg.dataset.params = check_dataset(checked_cfg.dataset)
+    check_model(checked_cfg.model, checked_cfg.dataset.render == "volume")
+    co = checked_cfg.coloc
+    if co is not None and co.images_per_class > co.pool_digits:
+        raise UserError(
+            f"coloc.images_per_class={co.images_per_class}: must not exceed "
+            f"coloc.pool_digits={co.pool_digits}"
+        )
+    out = OmegaConf.create(OmegaConf.to_container(checked_cfg))
+    OmegaConf.set_struct(out, True)
+    return out
