@@ -19,7 +19,7 @@ from .config import config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
 from .files import Busy, locked
-from .runs import finished_quietly
+from .runs import finished_run
 from .schema import validate
 from .tables import table_lock, write_column, write_tables
 
@@ -124,7 +124,7 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
         run_all(cfg, overrides, todo)
     out = cfg.paths.output_dir
     with table_lock(out, exp.table):
-        finished = [m for r in table if (m := finished_quietly(r.where, config_hash(r.cfg)))]
+        finished = [m for r in table if (m := finished_run(r.where, config_hash(r.cfg)))]
         write_column(out, exp, cfg.schedule.name, finished)
         path = write_tables(out, exp.table, cfg.schedule.name)
     print(f"[{exp.name}] table written: {path} ({len(finished)} of {len(table)} runs finished)")

@@ -100,12 +100,16 @@ def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
     return done
 
 
-def finished_quietly(run_dir: Path, chash: str) -> dict | None:
-    """The metrics of a finished run of config ``chash``, or None (unfinished, corrupt,
-    another config), for the table step."""
+def finished_run(run_dir: Path, chash: str) -> dict | None:
+    """The metrics of a finished run of config ``chash``, or None (unfinished, corrupt: with a
+    warning, another config), for the table step."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.exists():
+        return None
     try:
-        done = read_json(Path(run_dir) / "metrics.json")
-    except CorruptFile:
+        done = read_json(path)
+    except CorruptFile as err:
+        warn(f"{path} is corrupt ({err}); the table leaves it out until the run is redone")
         return None
     return done if done.get("config_hash") == chash else None
 
@@ -122,22 +126,26 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 
 
 def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
-    """The newest intact checkpoint of this run (None if there is none yet)."""
+    """The newest intact checkpoint of this run (None if there is none yet); a corrupt latest
+    one is skipped, with a warning, for the one before it."""
     found = [Path(run_dir) / name for name in CHECKPOINTS if (Path(run_dir) / name).exists()]
+    problems = []
     for path in found:
         try:
             ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
         except (CorruptFile, RuntimeError, EOFError, OSError) as err:
-            warn(f"{path} is unusable ({err}); trying the checkpoint before it")
+            problems.append(f"{path} is unusable ({err})")
             continue
         if ckpt.get("config_hash") != chash:
             refuse_other_config(Path(run_dir), cfg)
+        for problem in problems:
+            warn(f"{problem}; resuming from {path.name} instead")
         note_other_code(ckpt.get("code"), path)
         return ckpt
     if found:
         raise UserError(
-            f"no usable checkpoint in {run_dir} (each is corrupt); add overwrite=true to "
-            "train this run again from the start"
+            f"no usable checkpoint in {run_dir} (each is truncated or altered); add "
+            "overwrite=true to train this run again from the start"
         )
     return None
 

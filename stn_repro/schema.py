@@ -208,7 +208,7 @@ class Rotate:
 class RTS:
     rotation: list[float] = checked(interval())
     scale: list[float] = checked(interval(0, above_low=True))
-    canvas: int = checked(at_least(28))
+    canvas: int = checked(at_least(1))  # and the largest scaled digit must fit (check_dataset)
 
 
 @dataclass
@@ -277,10 +277,12 @@ def describe(err: OmegaConfBaseException, where: str, schema: type) -> str:
     if "not in" in text or "ConfigKeyError" in type(err).__name__ or "Key '" in text:
         known = ", ".join(f.name for f in dataclasses.fields(schema))
         return f"{key}: no such setting (known in {where or 'the config'}: {known})"
+    if "is not a ListConfig" in text:
+        return f"{key}: must be a list, e.g. [1, 2]"
     if "Missing mandatory value" in text:
         return f"{key}: missing; set it with {key}=..."
     value = re.search(r"Value '(.*?)'", text)
-    kind = re.search(r"converted to (\w+)", text)
+    kind = re.search(r"converted to (\w+)", text) or re.search(r"is not a valid (\w+)", text)
     if value and kind:
         return f"{key}={value.group(1)}: not a valid {kind.group(1).lower()}"
     return f"{key}: {text}"

@@ -1,0 +1,58 @@
+"""Every bad input of tests/bad_inputs.py, through the real command line (in this process):
+one line on stderr and exit 2 with no run recorded, or a repaired file and a finished run."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from bad_inputs import CASES, base_args
+
+from stn_repro import cli, signals
+
+
+@pytest.fixture
+def invoke(capsys, monkeypatch):
+    """invoke(args) -> (exit code, stdout, stderr) of ``stn-repro *args``."""
+    monkeypatch.setattr(signals, "install", lambda: None)  # keep pytest's own Ctrl-C
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # restored after the test
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["stn-repro", *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        return code, *capsys.readouterr()
+
+    return run
+
+
+def test_the_list_is_long_enough():
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case, invoke, tmp_path):
+    if case.setup is not None:
+        case.setup(tmp_path, invoke)
+    runs = tmp_path / "outputs" / "runs"
+    before = set(runs.rglob("metrics.json")) if runs.exists() else set()
+    args = [a.format(tmp=tmp_path) for a in case.args]
+    code, out, err = invoke([*base_args(tmp_path), *args])
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err, err
+    if case.expect == "error":
+        assert code == 2, (out, err)
+        assert len(lines) == 1 and lines[0].startswith("stn-repro: error: "), err
+        assert case.message in lines[0]
+        after = set(runs.rglob("metrics.json")) if runs.exists() else set()
+        assert after == before, "a run was recorded"
+    else:
+        assert code == 0, err
+        assert all(line.startswith("stn-repro: warning: ") for line in lines), err
+        assert case.message in err
+        assert "test error" in out
