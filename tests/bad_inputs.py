@@ -180,7 +180,7 @@ CASES = [
          "dataset.params.scale=[2.0, 1.0]: must be [low, high] with low <= high"),
     Case("scale-zero", ["dataset.params.scale=[0,1]"], "dataset.params.scale=[0.0, 1.0]"),
     Case("rotation-one-value", ["dataset.params.rotation=[45]"], "a range [low, high] of two"),
-    Case("rotation-abc", ["dataset.params.rotation=abc"], "dataset.params.rotation: must be a list"),
+    Case("rotation-abc", ["dataset.params.rotation=abc"], "dataset.params.rotation: must be a"),
     Case("clutter-negative", ["dataset=mnist_tc", "dataset.params.clutter=-1"],
          "dataset.params.clutter=-1: must be >= 0"),
     Case("patch-zero", ["dataset=mnist_tc", "dataset.params.patch=0"], "dataset.params.patch=0"),
@@ -239,7 +239,8 @@ CASES = [
     Case("other-config-in-run-dir", [*QUICK, "schedule.lr=0.02", "run_dir={tmp}/mine"],
          "holds a run of another config (schedule.lr: 0.01 -> 0.02)",
          setup=other_config_in_run_dir),
-    Case("every-checkpoint-corrupt", QUICK, "no usable checkpoint", setup=both_checkpoints_truncated),
+    Case("every-checkpoint-corrupt", QUICK, "no usable checkpoint",
+         setup=both_checkpoints_truncated),
     # damaged files that are repaired: the run goes on
     Case("checkpoint-truncated", QUICK, "checkpoint.pt is unusable", "recovered",
          damage("checkpoint.pt", lambda b: b[: len(b) // 2])),
