@@ -320,8 +320,8 @@ def check_dataset(data: DictConfig) -> DictConfig:
         need = -int(-28 * params.scale[1] // 1)
         raise UserError(
             f"dataset.params.canvas={params.canvas}: a digit scaled by up to "
-            f"{params.scale[1]} is {28 * params.scale[1]:g} px wide, so the canvas must be "
-            f">= {need} (or lower dataset.params.scale)"
+            f"{params.scale[1]} is {28 * params.scale[1]:g} px wide: use "
+            f"dataset.params.canvas={need} or more (or lower dataset.params.scale)"
         )
     classes = GENERATOR_CLASSES.get(data.generator, 10)
     if data.num_classes != classes:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from stn_repro import cli, signals
 from stn_repro.config import CONF_DIR, PACKAGE_ROOT
 from stn_repro.schema import validate
 
@@ -49,3 +51,22 @@ def compose_cfg(tmp_path: Path):
             compose("config", overrides=[*smoke_overrides(tmp_path), *overrides])
         )
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def invoke(capsys, monkeypatch):
+    """invoke(args) -> (exit code, stdout, stderr) of ``stn-repro *args``."""
+    monkeypatch.setattr(signals, "install", lambda: None)  # keep pytest's own Ctrl-C
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # restored after the test
+
+    def run(args: list[str]) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["stn-repro", *args])
+        try:
+            cli.main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code or 0
+        return code, *capsys.readouterr()
+
+    return run

@@ -3,31 +3,8 @@ one line on stderr and exit 2 with no run recorded, or a repaired file and a fin
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 from bad_inputs import CASES, base_args
-
-from stn_repro import cli, signals
-
-
-@pytest.fixture
-def invoke(capsys, monkeypatch):
-    """invoke(args) -> (exit code, stdout, stderr) of ``stn-repro *args``."""
-    monkeypatch.setattr(signals, "install", lambda: None)  # keep pytest's own Ctrl-C
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # restored after the test
-
-    def run(args: list[str]) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["stn-repro", *args])
-        try:
-            cli.main()
-            code = 0
-        except SystemExit as stop:
-            code = stop.code or 0
-        return code, *capsys.readouterr()
-
-    return run
 
 
 def test_the_list_is_long_enough():
