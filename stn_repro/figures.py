@@ -1,7 +1,7 @@
 """Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST).
 
-python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/seed1
-python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/seed1
+python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/*/seed1
+python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/*/seed1
 """
 
 from __future__ import annotations
