@@ -106,8 +106,8 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
     if cfg.row is None and any(key_of(o) == "seed" for o in overrides):
         raise UserError(
             f"seed={cfg.seed} without row= would be ignored: add row=<name or index> to run "
-            f"one row with that seed, or replace seed={cfg.seed} with experiment.seeds=[{cfg.seed}] "
-            "to run every row with it"
+            f"one row with that seed, or replace seed={cfg.seed} with "
+            f"experiment.seeds=[{cfg.seed}] to run every row with it"
         )
     rows = select_rows(exp, cfg.row)
     # Compose every run (the table's and this launch's) first: a bad override stops here.
