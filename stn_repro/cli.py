@@ -10,7 +10,6 @@ and the others still run, with a summary at the end (exit 2 if any failed).
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import sys
@@ -19,12 +18,11 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from . import config, signals
+from . import config, signals, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment
@@ -88,24 +86,7 @@ def app(cfg: DictConfig) -> None:
         print(f"stn-repro: error: job {hydra_cfg.job.num} ({' '.join(overrides)}): {status}",
               file=sys.stderr)  # fmt: skip
     if multirun:
-        job = {"num": hydra_cfg.job.num, "overrides": overrides, "status": status}
-        with open(Path(hydra_cfg.sweep.dir) / "jobs.jsonl", "a") as f:  # one short append
-            f.write(json.dumps(job) + "\n")
-
-
-class SweepSummary(Callback):
-    """At the end of a multirun: how many jobs succeeded, and which failed."""
-
-    failed = 0
-
-    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
-        path = Path(config.hydra.sweep.dir) / "jobs.jsonl"
-        jobs = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-        bad = [j for j in jobs if j["status"] != "ok"]
-        print(f"stn-repro: sweep: {len(jobs) - len(bad)} of {len(jobs)} jobs succeeded"
-              + "".join(f"; job {j['num']} ({' '.join(j['overrides'])}) failed" for j in bad),
-              file=sys.stderr if bad else sys.stdout)  # fmt: skip
-        SweepSummary.failed = len(bad)
+        sweep.record(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides, status)
 
 
 def explain(err: BaseException) -> str | None:
@@ -169,7 +150,7 @@ def main() -> None:
         if message is None:
             raise
         fail(message)
-    if SweepSummary.failed:
+    if sweep.FAILED:
         sys.exit(USAGE_ERROR)
 
 

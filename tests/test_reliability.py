@@ -230,7 +230,9 @@ def test_disk_full_while_checkpointing_resumes_from_the_checkpoint_before(
 def cli(tmp: Path, *args: str, **popen) -> subprocess.Popen:
     env = {**os.environ, "STN_REPRO_ROOT": str(tmp)}
     env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "stn_repro.cli", *base_args(tmp), *args],
+    flags = [a for a in args if a.startswith("-")]  # e.g. -m, before the overrides
+    args = [*flags, *base_args(tmp), *[a for a in args if a not in flags]]
+    return subprocess.Popen([sys.executable, "-m", "stn_repro.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             **popen)  # fmt: skip
 
