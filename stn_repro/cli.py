@@ -13,6 +13,7 @@ import errno
 import os
 import re
 import sys
+import threading
 from pathlib import Path
 
 import hydra
@@ -121,15 +122,24 @@ def hydra_message(err: BaseException) -> str:
 
 def os_error_message(err: OSError) -> str | None:
     """One sentence for a full, read-only or missing output location; None for anything else."""
-    where = err.filename or "a file"
+    where = os.fsdecode(err.filename) if err.filename else "a file"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return (f"no space left on the device while writing {where}: free some space and rerun "
                 "the same command (finished runs are kept, interrupted runs resume)")  # fmt: skip
-    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR,
-                     errno.EEXIST):  # fmt: skip
+    if err.errno == errno.ENOENT:  # a folder that cannot be made, or was removed mid-run
+        return (f"cannot write {where} (its folder cannot be created or was removed); choose a "
+                "writable folder with paths.output_dir=... or rerun once it exists")  # fmt: skip
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
         return (f"cannot write {where} ({err.strerror}); choose a writable folder with "
                 "paths.output_dir=... (and paths.cache_dir=...)")  # fmt: skip
     return None
+
+
+def quiet_thread_errors(args: threading.ExceptHookArgs) -> None:
+    """A background writer (TensorBoard's) that hits a full disk or a vanished folder: the
+    main thread reports it in one line when the writer re-raises it; no thread traceback."""
+    if not (isinstance(args.exc_value, OSError) and os_error_message(args.exc_value)):
+        threading.__excepthook__(args)
 
 
 def fail(message: str) -> None:
@@ -140,6 +150,7 @@ def fail(message: str) -> None:
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing
     signals.install()
+    threading.excepthook = quiet_thread_errors
     try:
         app()
     except signals.Interrupted as err:
