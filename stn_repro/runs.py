@@ -83,35 +83,36 @@ def refuse_other_config(run_dir: Path, cfg: DictConfig) -> None:
     )
 
 
-def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
-    """The metrics of a finished run of this config, or None. A corrupt metrics.json counts as
-    unfinished (the run is redone from its checkpoint); another config's is an error."""
+def read_metrics(run_dir: Path, if_corrupt: str) -> dict | None:
+    """A run's metrics.json, or None when there is none or it is corrupt (then a warning
+    ending in ``if_corrupt``, what happens next)."""
     path = Path(run_dir) / "metrics.json"
     if not path.exists():
         return None
     try:
-        done = read_json(path)
+        return read_json(path)
     except CorruptFile as err:
-        warn(f"{path} is corrupt ({err}); redoing the run from its last checkpoint")
+        warn(f"{path} is corrupt ({err}); {if_corrupt}")
+        return None
+
+
+def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
+    """The metrics of a finished run of this config, or None. A corrupt metrics.json counts as
+    unfinished (the run is redone from its checkpoint); another config's is an error."""
+    done = read_metrics(run_dir, "redoing the run from its last checkpoint")
+    if done is None:
         return None
     if done.get("config_hash") != chash:
         refuse_other_config(Path(run_dir), cfg)
-    note_other_code(done.get("code"), path)
+    note_other_code(done.get("code"), Path(run_dir) / "metrics.json")
     return done
 
 
 def finished_run(run_dir: Path, chash: str) -> dict | None:
     """The metrics of a finished run of config ``chash``, or None (unfinished, corrupt: with a
     warning, another config), for the table step."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.exists():
-        return None
-    try:
-        done = read_json(path)
-    except CorruptFile as err:
-        warn(f"{path} is corrupt ({err}); the table leaves it out until the run is redone")
-        return None
-    return done if done.get("config_hash") == chash else None
+    done = read_metrics(run_dir, "the table leaves it out until the run is redone")
+    return done if done is not None and done.get("config_hash") == chash else None
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
