@@ -327,7 +327,7 @@ def check_dataset(data: DictConfig) -> DictConfig:
     if data.num_classes != classes:
         raise UserError(
             f"dataset.num_classes={data.num_classes}: the {data.generator} generator's labels "
-            f"take {classes} classes; set dataset.num_classes={classes}"
+            f"take {classes} classes; leave dataset.num_classes out, or set it to {classes}"
         )
     return params
 
