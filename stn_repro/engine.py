@@ -23,10 +23,12 @@ from tqdm import tqdm
 
 from . import signals
 from .config import config_hash
-from .data import Split, load_split, make_inputs
+from .data.feeds import make_feed
 from .errors import UserError
 from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
+from .st import SpatialTransformer
+from .tasks import TASKS
 from .runs import clear_run, code_version, finished_metrics, load_checkpoint, save_checkpoint
 
 
@@ -51,15 +53,19 @@ def lr_factor(schedule: DictConfig, iteration: int) -> float:
     raise UserError(f"unknown schedule.lr_policy {schedule.lr_policy!r}; use step or cosine")
 
 
+def transformers(model: nn.Module) -> list[SpatialTransformer]:
+    """Every spatial transformer in ``model``, in the order they run."""
+    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]
+
+
 def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimizer:
-    """Two parameter groups: the localisation network (lr * loc_lr_scale) and the rest."""
-    st = getattr(model, "st", None)
-    loc = list(st.localisation_parameters()) if st is not None else []
-    loc_ids = {id(p) for p in loc}
+    """One parameter group per spatial transformer's localisation network (each at
+    lr * loc_lr_scale), and one for the rest (lr)."""
+    loc_groups = [list(st.localisation_parameters()) for st in transformers(model)]
+    loc_ids = {id(p) for group in loc_groups for p in group}
     rest = [p for p in model.parameters() if id(p) not in loc_ids]
     groups = [{"params": rest, "lr_scale": 1.0}]
-    if loc:
-        groups.append({"params": loc, "lr_scale": float(schedule.loc_lr_scale)})
+    groups += [{"params": g, "lr_scale": float(schedule.loc_lr_scale)} for g in loc_groups if g]
     if schedule.optimizer == "sgd":
         return torch.optim.SGD(
             groups, lr=schedule.lr, momentum=schedule.momentum,
@@ -70,64 +76,79 @@ def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimi
     raise UserError(f"unknown schedule.optimizer {schedule.optimizer!r}; use sgd or adam")
 
 
-def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
-    """Indices of the batch at ``iteration``: epochs are seeded permutations of the n images,
-    so the batch order depends on (seed, iteration) only and a resumed run sees the same."""
-    epoch, offset = divmod(iteration * batch_size, n)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-    idx = perm[offset : offset + batch_size]
-    if len(idx) < batch_size:  # wrap into the next epoch
-        nxt = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch + 1))
-        idx = torch.cat([idx, nxt[: batch_size - len(idx)]])
-    return idx
-
-
-def batch(data: Split, idx, inputs, device: torch.device) -> tuple[Tensor, Tensor]:
-    """Model inputs ``(B, C, ...)`` float and labels ``(B,)`` of ``data[idx]`` on ``device``."""
-    x = inputs(data.images[idx].to(device), data.params[idx].to(device))
-    return x, data.labels[idx].to(device)
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Split, inputs, device: torch.device, size: int = 500) -> float:
-    """Test error in percent over the whole split."""
+def evaluate(model: nn.Module, feed, split: str, task) -> float:
+    """% of the samples of ``split`` the model gets wrong (the task decides what is wrong)."""
     model.eval()
-    wrong = 0
-    for start in range(0, len(data), size):
-        x, y = batch(data, slice(start, start + size), inputs, device)
-        wrong += (model(x).argmax(1) != y).sum().item()
+    wrong = seen = 0
+    for x, y in feed.eval_batches(split):
+        wrong += int(task.wrong(model(x), y))
+        seen += len(y)
     model.train()
-    return 100.0 * wrong / len(data)
+    return 100.0 * wrong / max(seen, 1)
 
 
 def tiles(images: Tensor) -> Tensor:
-    """Any ``(B, ..., H, W)`` batch -> ``(M, 1, H, W)`` grey tiles, each scaled to [0, 1]."""
-    flat = images.reshape(-1, 1, *images.shape[-2:]).detach().float().cpu()
-    return flat / flat.amax((1, 2, 3), keepdim=True).clamp(min=1e-6)
+    """A batch of maps -> display tiles, each scaled to [0, 1]: ``(B, 3, H, W)`` images stay
+    RGB; otherwise each channel of ``(B, ..., H, W)`` becomes a grey tile, and feature maps of
+    more than 3 channels are shown as their channel mean."""
+    images = images.detach().float().cpu()
+    if images.dim() == 4 and images.shape[1] > 3:
+        images = images.mean(1, keepdim=True)
+    if images.dim() != 4 or images.shape[1] != 3:
+        images = images.reshape(-1, 1, *images.shape[-2:])
+    low = images.amin((1, 2, 3), keepdim=True)
+    return (images - low) / (images.amax((1, 2, 3), keepdim=True) - low).clamp(min=1e-6)
+
+
+def traced(model: nn.Module, x: Tensor) -> list[tuple[SpatialTransformer, Tensor, Tensor, Tensor]]:
+    """Run ``model`` on ``x`` and return, for each spatial transformer, ``(st, its input,
+    its output, theta)``."""
+    seen = []
+    hooks = [st.register_forward_hook(lambda m, args, out: seen.append((m, args[0], *out)))
+             for st in transformers(model)]  # fmt: skip
+    try:
+        was_training = model.training
+        with torch.no_grad():
+            model.eval()
+            model(x)
+        model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
 
 
 def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
-    """Inputs (volumes: their max projection along depth), the transformer's outputs (one tile
-    per transformer and channel), its sampling grid over 2D inputs, theta histograms."""
+    """Inputs (volumes: their max projection along depth) and, for each spatial transformer
+    (``st``, or ``st1``, ``st2``, ... when there are several): its output, its sampling grid
+    drawn on its input (2D), theta histograms. Several affine transformers in a row (SVHN ST-CNN
+    Multi) also get ``st_composite``: their transforms multiplied out, drawn on the input."""
     from torchvision.utils import make_grid
 
+    from .st.transforms import Affine, compose_affine
     from .viz import draw_grid
 
     shown = x.amax(2) if x.dim() == 5 else x  # (B, C, H, W)
     writer.add_image("images/input", make_grid(tiles(shown), nrow=8, pad_value=0.5), step)
-    st = getattr(model, "st", None)
-    if st is None:
-        return
-    with torch.no_grad():
-        out, theta = st(x)
-    theta = theta.reshape(-1, st.transform.num_params)  # (B * N, P)
-    writer.add_image("images/st_output", make_grid(tiles(out), nrow=8, pad_value=0.5), step)
-    if x.dim() == 4:
-        grid = st.transform.grid(theta, st.output_size).cpu()
-        under = shown[:, :1].repeat_interleave(st.num_transformers, 0).cpu()
-        writer.add_image("images/st_grid", make_grid(draw_grid(under, grid), nrow=8), step)
-    for k in range(theta.shape[1]):
-        writer.add_histogram(f"theta/{k}", theta[:, k], step)
+    found = traced(model, x)
+    for i, (st, seen, out, theta) in enumerate(found):
+        name = "st" if len(found) == 1 else f"st{i + 1}"
+        theta = theta.reshape(-1, st.transform.num_params)  # (B * N, P)
+        writer.add_image(f"images/{name}_output", make_grid(tiles(out), nrow=8, pad_value=0.5),
+                         step)  # fmt: skip
+        if seen.dim() == 4:
+            grid = st.transform.grid(theta, st.output_size).cpu()
+            under = tiles(seen).repeat_interleave(st.num_transformers, 0)
+            writer.add_image(f"images/{name}_grid", make_grid(draw_grid(under, grid), nrow=8),
+                             step)  # fmt: skip
+        for k in range(theta.shape[1]):
+            writer.add_histogram(f"theta/{name}_{k}", theta[:, k], step)
+    if len(found) > 1 and all(isinstance(st.transform, Affine) for st, *_ in found):
+        composite = compose_affine([theta for *_, theta in found])  # (B, 6)
+        grid = Affine().grid(composite, shown.shape[-2:]).cpu()
+        writer.add_image("images/st_composite",
+                         make_grid(draw_grid(tiles(shown), grid), nrow=8), step)  # fmt: skip
 
 
 def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
@@ -156,19 +177,12 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     device = pick_device(cfg.device)
     ckpt = load_checkpoint(run_dir, cfg, chash)
 
-    # ---- data: uint8 tensors in memory --------------------------------------------------
-    paths = cfg.paths
-    fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions of the training digits each epoch
-    train = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
-                       epoch=0 if fresh else None, limit=schedule.train_limit)  # fmt: skip
-    test = load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
-                      limit=schedule.test_limit)  # fmt: skip
-    inputs = make_inputs(cfg.dataset)
-    spec = DataSpec(
-        tuple(inputs(train.images[:1], train.params[:1]).shape[1:]),
-        int(cfg.dataset.get("num_classes", 10)),
-        int(cfg.dataset.get("st_pool", 1)),
-    )
+    # ---- data and task ---------------------------------------------------------------------
+    feed = make_feed(cfg, device)  # in memory (generated MNIST) or HDF5 stores + DataLoader
+    task = TASKS[cfg.dataset.task]
+    watch = "val" if "val" in feed.splits else "test"  # evaluated during training
+    spec = DataSpec(feed.sample_shape, int(cfg.dataset.num_classes),
+                    int(cfg.dataset.st_pool), int(cfg.dataset.positions))  # fmt: skip
 
     # ---- model and optimiser --------------------------------------------------------------
     torch.manual_seed(int(cfg.seed))
@@ -186,7 +200,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
     log = schedule.log
-    preview, _ = batch(test, slice(0, 32), inputs, device)
+    preview = feed.preview(32)
 
     def checkpoint(iteration: int) -> None:
         save_checkpoint(run_dir, {
@@ -197,26 +211,17 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
 
     # ---- training loop ----------------------------------------------------------------------
     model.train()
-    epoch_seen, epoch_data = 0, train
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
                disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
+    batches = feed.train_batches(start)
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
-        for it in bar:
-            if fresh:
-                epoch = it * schedule.batch_size // len(train)
-                if epoch != epoch_seen:
-                    epoch_data = load_split(cfg.dataset, "train", paths.data_dir,
-                                            paths.cache_dir, epoch=epoch,
-                                            limit=schedule.train_limit)  # fmt: skip
-                    epoch_seen = epoch
+        for it, (x, y) in zip(bar, batches):  # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L)
             factor = lr_factor(schedule, it)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr * factor * group["lr_scale"]
-            idx = batch_indices(len(train), schedule.batch_size, it, int(cfg.seed))
-            x, y = batch(epoch_data, idx, inputs, device)  # (B, C, H, W) or (B, C, D, H, W); (B,)
-            logits = model(x)  # (B, 10)
-            loss = F.cross_entropy(logits, y)
+            logits = model(x)  # (B, classes) or (B, L, classes)
+            loss = task.loss(logits, y)
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at iteration {it} of {run_dir}; rerun with a "
@@ -228,7 +233,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             optimizer.step()
             step = it + 1
             if step % log.every == 0 or step == schedule.iterations:
-                error = 100.0 * (logits.argmax(1) != y).float().mean().item()
+                error = 100.0 * task.wrong(logits, y).item() / len(y)
                 writer.add_scalar("train/loss", loss.item(), step)
                 writer.add_scalar("train/error", error, step)
                 writer.add_scalar("train/lr", schedule.lr * factor, step)
@@ -236,18 +241,22 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if step % log.image_every == 0 or step == schedule.iterations:
                 log_images(writer, model, preview, step)
             if step % log.eval_every == 0 and step != schedule.iterations:
-                writer.add_scalar("test/error", evaluate(model, test, inputs, device), step)
+                writer.add_scalar(f"{watch}/error", evaluate(model, feed, watch, task), step)
             if step % log.checkpoint_every == 0 or step == schedule.iterations or stop.requested:
                 elapsed += time.perf_counter() - tic
                 tic = time.perf_counter()
                 checkpoint(step)
                 writer.flush()
             stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
+    del batches  # stops DataLoader workers
     elapsed += time.perf_counter() - tic
 
     # ---- evaluation and metrics ----------------------------------------------------------
-    test_error = evaluate(model, test, inputs, device)
+    val_error = evaluate(model, feed, "val", task) if "val" in feed.splits else None
+    test_error = evaluate(model, feed, "test", task)
     params = count_params(model)
+    if val_error is not None:
+        writer.add_scalar("val/error", val_error, schedule.iterations)
     writer.add_scalar("test/error", test_error, schedule.iterations)
     transform = cfg.model.transform.name if cfg.model.get("transform") else None
     hparams = {"model": cfg.model.name, "transform": str(transform), "dataset": cfg.dataset.name,
@@ -257,18 +266,19 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     metrics = {
         **(meta or {}),
         "test_error": test_error,
+        "val_error": val_error,
+        "metric": task.caption,
         "params": params,
         "iterations": int(schedule.iterations),
         "wall_time_s": round(elapsed, 2),
         "images_per_s": round(schedule.iterations * schedule.batch_size / max(elapsed, 1e-9), 1),
-        "train_images": len(train),
-        "test_images": len(test),
+        "train_images": feed.train_size,
+        **{f"{split}_images": len(data) for split, data in feed.splits.items()},
         "dataset": cfg.dataset.name,
-        "data": f"{cfg.dataset.source} -> {cfg.dataset.generator} "
-        f"{json.dumps(OmegaConf.to_container(cfg.dataset.params))}, data seed {cfg.dataset.seed}"
-        + (", fresh distortions each epoch" if fresh else ""),
+        "data": feed.description,
         "model": cfg.model.name,
         "transform": transform,
+        "width": float(cfg.model.width),
         "schedule": schedule.name,
         "seed": int(cfg.seed),
         "config_hash": chash,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-__all__ = ["Busy", "CorruptFile", "locked", "read_json", "seal", "unseal", "write_atomic",
-           "write_json"]  # fmt: skip
+__all__ = ["Busy", "CorruptFile", "atomic_path", "locked", "read_json", "seal", "unseal",
+           "write_atomic", "write_json"]  # fmt: skip
 
 MAGIC = b"STNSHA256"
 TRAILER = len(MAGIC) + 32
@@ -60,23 +60,31 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes | str) -> None:
-    """Replace ``path`` with ``data`` whole or not at all (OSError, e.g. ENOSPC, leaves the
-    old file in place)."""
+@contextmanager
+def atomic_path(path: str | Path):
+    """Yield a temporary path to write ``path``'s new content to; on success it is fsynced and
+    renamed onto ``path`` (then the folder is fsynced), on an error it is removed and ``path``
+    is left as it was. For files written piece by piece (large HDF5 stores)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    data = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+def write_atomic(path: str | Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data`` whole or not at all (OSError, e.g. ENOSPC, leaves the
+    old file in place)."""
+    data = data.encode() if isinstance(data, str) else data
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def seal(data: bytes) -> bytes:

@@ -21,6 +21,12 @@ SOURCES = {
         "IoU > 0.5), as given in issue #4: T 100 for every class; TC 81, 82, 88, 75, 94, 84, "
         "93, 85, 89, 87 for digits 0-9."
     ),
+    "table2": (
+        "Jaderberg et al., NIPS 2015, Table 2 (SVHN multi-digit, % sequence error, 64px and 128px "
+        "crops), as given in issue #8. Maxout CNN (Goodfellow et al. 2013) and DRAM* (Ba et al. "
+        "2015; the asterisk is the paper's) are other papers' results, shown for reference: we "
+        "do not train them."
+    ),
     "table3d": (
         "The paper reports no number for the 3D transformer (Appendix A.3, Fig. 5); the paper "
         "column is empty and the comparison is with our own baseline of equal size."
@@ -69,6 +75,18 @@ PAPER["table4"] = {
     (row, "Addition"): value
     for row, value in zip(TABLE4_ROWS, [47.7, 14.7, 22.6, 18.5, 19.1, 9.0, 5.9, 5.8], strict=True)
 }
+
+TABLE2_ROWS = ["Maxout CNN", "CNN", "DRAM*", "ST-CNN Single", "ST-CNN Multi"]
+TABLE2_COLUMNS = ["64px", "128px"]
+PAPER["table2"] = {
+    ("Maxout CNN", "64px"): 4.0,
+    ("CNN", "64px"): 4.0, ("CNN", "128px"): 5.6,
+    ("DRAM*", "64px"): 3.9, ("DRAM*", "128px"): 4.5,
+    ("ST-CNN Single", "64px"): 3.7, ("ST-CNN Single", "128px"): 3.9,
+    ("ST-CNN Multi", "64px"): 3.6,
+}  # fmt: skip
+REFERENCE_ROWS = {"table2": ("Maxout CNN", "DRAM*")}
+"""Rows of other papers' models: the paper's number only, never trained here."""
 
 TABLE3D_ROWS = ["CNN on projection", "3D ST-CNN"]
 TABLE3D_COLUMNS = ["3D MNIST"]

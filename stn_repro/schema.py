@@ -73,6 +73,7 @@ class Paths:
     data_dir: str = MISSING
     cache_dir: str = MISSING
     output_dir: str = MISSING
+    svhn_dir: str = MISSING
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Schedule:
 @dataclass
 class Dataset:
     name: str = MISSING
-    source: str = checked(one_of("mnist"))
+    source: str = checked(one_of("mnist", "svhn"))
     generator: str = MISSING  # checked against GENERATOR_PARAMS
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
@@ -118,17 +119,21 @@ class Dataset:
     num_classes: int = 10  # checked against the generator's classes
     render: str | None = checked(lambda v: None if v in (None, "volume") else
                                  "must be volume or null", None)  # fmt: skip
+    task: str = checked(one_of("classify", "sequence"), "classify")
+    positions: int = checked(between(1, 100), 1)  # labels per sample (sequence task)
 
 
 @dataclass
 class Model:
     name: str = MISSING  # checked against the registry when the model is built
-    head: str = checked(one_of("fcn", "cnn"))
+    head: str | None = checked(one_of("fcn", "cnn"), None)  # MNIST models
     localisation: str | None = checked(
         lambda v: None if v in (None, "fcn", "cnn", "cnn3d") else "must be fcn, cnn, cnn3d or null",
         None,
     )
-    target_params: int = checked(at_least(10_000))
+    target_params: int | None = checked(at_least(10_000), None)  # MNIST models
+    width: float = checked(above(0), 1.0)  # SVHN models: multiplier of every layer's width
+    dropout: float = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)", 0.5)
     num_transformers: int = checked(at_least(1), 1)
     transform: Any = None  # checked by building it
 
@@ -192,6 +197,7 @@ class Config:
     row: Any = None
     table_only: bool = False
     run_dir: str | None = None
+    workers: int = checked(between(0, 64), 2)
     overwrite: bool = False
     progress: bool = True
 
@@ -244,17 +250,34 @@ class Extrude3D:
     translation: float = checked(at_least(0))
 
 
+@dataclass
+class SvhnCrop:
+    size: int = checked(at_least(8))  # side of the stored crops
+    expand: float = checked(at_least(0))  # growth of the digits' union box in x and y
+    loose: float = checked(at_least(1))  # then the box scaled about its centre
+    train_parts: list[str] = checked(
+        lambda v: None if v and set(v) <= {"train", "extra"} and len(set(v)) == len(v)
+        else "must list train and/or extra, e.g. [train, extra]"
+    )  # fmt: skip
+    validation: int = checked(at_least(1))  # training images held out
+    random_crop: int | None = checked(at_least(8), None)  # training: random crop of this side
+
+
 GENERATOR_PARAMS = {
     "rotate": Rotate, "rts": RTS, "projective": Projective, "elastic": Elastic,
-    "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D,
+    "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D, "svhn_crop": SvhnCrop,
 }  # fmt: skip
 """Each generator's parameter schema (the MNIST addition digits follow the RTS recipe)."""
+
+GENERATOR_SOURCE = {"svhn_crop": "svhn"}
+"""The source each generator reads (mnist unless listed)."""
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc)
 """The nested groups ``unknown_key_message`` walks into."""
 
-GENERATOR_CLASSES = {"addition": 19}
-"""Classes each generator's labels take (10 unless listed): addition sums two digits."""
+GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11}
+"""Classes each generator's labels take (10 unless listed): addition sums two digits; SVHN has
+the ten digits and "no digit"."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -314,8 +337,23 @@ def check_dataset(data: DictConfig) -> DictConfig:
         raise UserError(
             f"dataset.generator={data.generator}: must be one of {', '.join(GENERATOR_PARAMS)}"
         )
+    source = GENERATOR_SOURCE.get(data.generator, "mnist")
+    if data.source != source:
+        raise UserError(
+            f"dataset.source={data.source}: the {data.generator} generator reads {source}"
+        )
     params = typed(data.params or {}, schema, "dataset.params")
     check_fields(OmegaConf.to_object(params), "dataset.params")
+    if data.generator == "svhn_crop" and (params.random_crop or 0) > params.size:
+        raise UserError(
+            f"dataset.params.random_crop={params.random_crop}: must not exceed "
+            f"dataset.params.size={params.size}"
+        )
+    if (data.task == "sequence") != (data.positions > 1):
+        raise UserError(
+            f"dataset.task={data.task} with dataset.positions={data.positions}: a sequence task "
+            "has several positions, a classify task one"
+        )
     if data.generator in ("rts", "addition") and params.canvas < 28 * params.scale[1]:
         need = -int(-28 * params.scale[1] // 1)
         raise UserError(
@@ -358,6 +396,19 @@ def check_model(model: DictConfig, volumes: bool) -> None:
         )
 
 
+def check_task(model: DictConfig, data: DictConfig) -> None:
+    """The model's outputs must be what the dataset's task scores."""
+    from .models import MODEL_TASKS
+
+    task = MODEL_TASKS.get(model.name)
+    if task is not None and task != data.task:
+        fits = sorted(name for name, t in MODEL_TASKS.items() if t == data.task)
+        raise UserError(
+            f"model={model.name} is a {task} model but dataset={data.name} is a {data.task} "
+            f"task; choose model= one of {', '.join(fits)}"
+        )
+
+
 def unknown_key_message(key: str) -> str | None:
     """A sentence for a dotted ``key`` the schema does not have (None when it has it, or when
     the key lies in a part checked later, such as ``dataset.params``)."""
@@ -392,6 +443,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     check_fields(OmegaConf.to_object(checked_cfg), "")
     checked_cfg.dataset.params = check_dataset(checked_cfg.dataset)
     check_model(checked_cfg.model, checked_cfg.dataset.render == "volume")
+    check_task(checked_cfg.model, checked_cfg.dataset)
     co = checked_cfg.coloc
     if co is not None and co.images_per_class > co.pool_digits:
         raise UserError(

@@ -12,9 +12,12 @@ from .config import slug
 from .errors import warn
 from .files import CorruptFile, locked, read_json, write_atomic, write_json
 from .paper import (
+    REFERENCE_ROWS,
     SOURCES,
     TABLE1_COLUMNS,
     TABLE1_ROWS,
+    TABLE2_COLUMNS,
+    TABLE2_ROWS,
     TABLE3D_COLUMNS,
     TABLE3D_ROWS,
     TABLE4_COLUMNS,
@@ -26,11 +29,15 @@ from .paper import (
 
 LAYOUTS = {
     "table1": (TABLE1_ROWS, TABLE1_COLUMNS),
+    "table2": (TABLE2_ROWS, TABLE2_COLUMNS),
     "table4": (TABLE4_ROWS, TABLE4_COLUMNS),
     "table3d": (TABLE3D_ROWS, TABLE3D_COLUMNS),
     "table5": (TABLE5_ROWS, TABLE5_COLUMNS),
 }
-METRICS = {"table5": ("localised_pct", "% of digits localised (IoU > 0.5)")}
+METRICS = {
+    "table2": ("test_error", "% sequence error"),
+    "table5": ("localised_pct", "% of digits localised (IoU > 0.5)"),
+}
 """Each table's metric (key in metrics.json, caption); the default is % test error."""
 
 
@@ -66,17 +73,28 @@ def collect(output_dir: str | Path, table: str, schedule: str) -> list[dict]:
 
 
 def summarise(runs: list[dict], table: str) -> list[dict]:
-    """One line per (column, row) that has runs: paper, ours (mean, sd, n), difference."""
+    """One line per (column, row) that has runs: paper, ours (mean, sd, n), difference. Rows of
+    other papers' models (``REFERENCE_ROWS``) get a line with the paper's number only, in each
+    column that has runs."""
     rows, columns = LAYOUTS[table]
+    reference = REFERENCE_ROWS.get(table, ())
     lines = []
     for column in columns:
+        if not any(r["column"] == column for r in runs):
+            continue
         for row in rows:
+            paper = paper_value(table, row, column)
+            if row in reference:
+                if paper is not None:
+                    lines.append({"column": column, "model": row, "paper": paper,
+                                  "ours_mean": None, "ours_sd": None, "n": 0, "diff": None,
+                                  "params": None, "seeds": "reference"})  # fmt: skip
+                continue
             cell = [r for r in runs if r["column"] == column and r["row"] == row]
             if not cell:
                 continue
             values = [r[metric(table)[0]] for r in cell]
             mean = statistics.fmean(values)
-            paper = paper_value(table, row, column)
             lines.append({
                 "column": column,
                 "model": row,
@@ -96,6 +114,8 @@ def fmt(value, digits: int = 2) -> str:
 
 
 def ours(line: dict) -> str:
+    if line["ours_mean"] is None:
+        return "-"
     sd = "" if line["ours_sd"] is None else f" ± {line['ours_sd']:.2f}"
     return f"{line['ours_mean']:.2f}{sd} (n={line['n']})"
 
@@ -116,10 +136,18 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) 
     for line in lines:
         out.append(
             f"| {line['column']} | {line['model']} | {fmt(line['paper'], 1)} | {ours(line)} | "
-            f"{fmt(line['diff'])} | {line['params']:,} | {line['seeds']} |"
+            f"{fmt(line['diff'])} | {fmt_params(line['params'])} | {line['seeds']} |"
         )
+    narrow = sorted({f"{r['row']} ({r['column']}): width x{r['width']:g}" for r in runs
+                     if r.get("width", 1.0) != 1.0})  # fmt: skip
+    if narrow:
+        out += ["", "Reduced-width models (not the paper's networks):", *[f"- {n}" for n in narrow]]
     out += ["", "Data:", *[f"- {d}" for d in data], ""]
     return "\n".join(out)
+
+
+def fmt_params(params: int | None) -> str:
+    return "-" if params is None else f"{params:,}"
 
 
 def to_csv(lines: list[dict]) -> str:
@@ -139,11 +167,10 @@ def to_latex(table: str, lines: list[dict], schedule: str) -> str:
         "\\hline",
     ]
     for line in lines:
-        sd = "" if line["ours_sd"] is None else f" $\\pm$ {line['ours_sd']:.2f}"
+        cell = ours(line).replace("±", "$\\pm$").replace("(n=", "($n$=")
         out.append(
-            f"{line['column']} & {line['model']} & {fmt(line['paper'], 1)} & "
-            f"{line['ours_mean']:.2f}{sd} ($n$={line['n']}) & {fmt(line['diff'])} & "
-            f"{line['params']} \\\\"
+            f"{line['column']} & {line['model']} & {fmt(line['paper'], 1)} & {cell} & "
+            f"{fmt(line['diff'])} & {fmt_params(line['params'])} \\\\"
         )
     caption = f"% {table}, schedule {schedule}: {metric(table)[1]}"
     out += ["\\hline", "\\end{tabular}", caption, ""]

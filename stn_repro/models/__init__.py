@@ -18,20 +18,26 @@ from ..errors import UserError
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What a model needs to know of its data: input shape ``(C, H, W)``, classes, and the
-    average-pooling factor applied after a spatial transformer (2 for RTS and TC, A.4)."""
+    """What a model needs to know of its data: input shape ``(C, H, W)``, classes, the
+    average-pooling factor applied after a spatial transformer (2 for RTS and TC, A.4), and
+    the positions classified (1: logits ``(B, classes)``; L > 1, sequences: ``(B, L, classes)``).
+    """
 
     shape: tuple[int, int, int]
     num_classes: int
     st_pool: int = 1
+    positions: int = 1
 
 
 MODELS: dict[str, Callable[[DictConfig, DataSpec], nn.Module]] = {}
+MODEL_TASKS: dict[str, str] = {}
+"""The task (``stn_repro.tasks``) each model's outputs serve."""
 
 
-def register(name: str):
+def register(name: str, task: str = "classify"):
     def add(builder):
         MODELS[name] = builder
+        MODEL_TASKS[name] = task
         return builder
 
     return add
@@ -48,4 +54,4 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return MODELS[cfg.name](cfg, spec)
 
 
-from . import mnist, volume  # noqa: E402,F401  (they register their models)
+from . import mnist, svhn, volume  # noqa: E402,F401  (they register their models)

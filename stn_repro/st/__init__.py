@@ -18,6 +18,7 @@ from .transforms import (
     Transform,
     Translation,
     build_transform,
+    compose_affine,
 )
 
 __all__ = [
@@ -33,5 +34,6 @@ __all__ = [
     "Transform",
     "Translation",
     "build_transform",
+    "compose_affine",
     "sample",
 ]

@@ -115,6 +115,23 @@ class Affine(MatrixTransform):
         return theta.view(-1, 2, 3)
 
 
+def compose_affine(thetas: Sequence[Tensor]) -> Tensor:
+    """The one affine theta ``(B, 6)`` equal to affine transformers applied in a row.
+
+    ``thetas[0]`` is the first transformer (on the input), ``thetas[-1]`` the last; each is
+    ``(B, 6)``. An output point ``p`` of the last samples ``A_1 A_2 ... A_n p`` of the first's
+    input (``A_k`` the ``3 x 3`` homogeneous matrix of ``thetas[k - 1]``). This holds exactly for
+    transformers in a row; between them, layers that keep the normalised frame (convolutions
+    with "same" padding, pooling) leave it approximately true.
+    """
+    last = torch.tensor([0.0, 0.0, 1.0])
+    total = None
+    for theta in thetas:
+        a = torch.cat([theta.reshape(-1, 2, 3), last.to(theta).expand(len(theta), 1, 3)], 1)
+        total = a if total is None else total @ a
+    return total[:, :2].reshape(-1, 6)
+
+
 class Attention(MatrixTransform):
     """Isotropic scale and translation, 3 parameters (paper Eq. 2).
 

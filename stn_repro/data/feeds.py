@@ -1,0 +1,170 @@
+"""Feeds: the batches a run trains and evaluates on, from one of two kinds of storage.
+
+- ``MemoryFeed`` (generated MNIST sets): whole uint8 splits held as tensors and indexed on the
+  training device; fastest for small images, and fresh distortions each epoch are cheap.
+- ``FileFeed`` (SVHN, and the other real-image sets): splits preprocessed once into HDF5
+  stores, read per sample by a torch DataLoader with workers, with per-sample augmentation.
+
+Both give ``train_batches(start)``: the batches of iterations ``start, start + 1, ...`` as
+``(x, y)`` on the device, x float in [0, 1] ``(B, C, ...)``. Batch ``t`` depends only on
+(seed, t), so a resumed run sees the batches it would have seen. ``eval_batches(split)`` walks
+a whole evaluation split (``val`` where the dataset has one, ``test``).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from . import load_split, make_inputs
+from .stored import StoredImages
+
+EVAL_BATCH = 256
+
+
+def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
+    """Indices of the batch at ``iteration``: epochs are seeded permutations of the n samples,
+    so the batch order depends on (seed, iteration) only and a resumed run sees the same."""
+    epoch, offset = divmod(iteration * batch_size, n)
+    idx = torch.empty(0, dtype=torch.int64)
+    while len(idx) < batch_size:  # wrap into the next epochs
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        idx = torch.cat([idx, perm[offset : offset + batch_size - len(idx)]])
+        epoch, offset = epoch + 1, 0
+    return idx
+
+
+class MemoryFeed:
+    """Generated splits held in memory (``train`` and ``test``; no validation split)."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        paths, schedule = cfg.paths, cfg.schedule
+        self.cfg, self.device = cfg, device
+        self.fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions each epoch
+        self.train = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
+                                epoch=0 if self.fresh else None, limit=schedule.train_limit)
+        self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
+                                          limit=schedule.test_limit)}  # fmt: skip
+        self.inputs = make_inputs(cfg.dataset)
+        self.train_size = len(self.train)
+        self.sample_shape = tuple(self.batch(self.train, slice(0, 1))[0].shape[1:])
+        data = cfg.dataset
+        self.description = (
+            f"{data.source} -> {data.generator} "
+            f"{json.dumps(OmegaConf.to_container(data.params))}, data seed {data.seed}"
+            + (", fresh distortions each epoch" if self.fresh else "")
+        )
+
+    def batch(self, split, idx) -> tuple[Tensor, Tensor]:
+        x = self.inputs(split.images[idx].to(self.device), split.params[idx].to(self.device))
+        return x, split.labels[idx].to(self.device)
+
+    def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        cfg, bs = self.cfg, int(self.cfg.schedule.batch_size)
+        data, seen = self.train, 0
+        iteration = start
+        while True:
+            if self.fresh and (epoch := iteration * bs // self.train_size) != seen:
+                data, seen = load_split(cfg.dataset, "train", cfg.paths.data_dir,
+                                        cfg.paths.cache_dir, epoch=epoch,
+                                        limit=cfg.schedule.train_limit), epoch  # fmt: skip
+            yield self.batch(data, batch_indices(self.train_size, bs, iteration, int(cfg.seed)))
+            iteration += 1
+
+    def eval_batches(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
+        data = self.splits[split]
+        for start in range(0, len(data), EVAL_BATCH):
+            yield self.batch(data, slice(start, start + EVAL_BATCH))
+
+    def preview(self, n: int) -> Tensor:
+        return self.batch(self.splits["test"], slice(0, n))[0]
+
+
+def quiet_worker(_: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class ResumedBatches:
+    """A batch sampler yielding the batches of iterations ``start, start + 1, ...``: lists of
+    indices, or of ``(index, draw)`` pairs when samples are augmented (``draw`` seeds that
+    sample's augmentation, unique per iteration and position)."""
+
+    def __init__(self, n: int, batch_size: int, start: int, seed: int, augment: bool):
+        self.n, self.batch_size, self.start, self.seed = n, batch_size, start, seed
+        self.augment = augment
+
+    def __iter__(self):
+        iteration = self.start
+        while True:
+            idx = batch_indices(self.n, self.batch_size, iteration, self.seed).tolist()
+            if self.augment:
+                first = (self.seed * 1_000_003 + iteration) * self.batch_size
+                idx = [(i, first + k) for k, i in enumerate(idx)]
+            yield idx
+            iteration += 1
+
+
+class FileFeed:
+    """Splits preprocessed into HDF5 stores (``train``, ``val``, ``test``), read by DataLoader
+    workers (``cfg.workers``)."""
+
+    def __init__(self, cfg: DictConfig, device: torch.device):
+        from .svhn import prepare_svhn
+
+        self.cfg, self.device = cfg, device
+        data, schedule = cfg.dataset, cfg.schedule
+        self.workers = int(cfg.workers)
+        self.info = prepare_svhn(data, cfg.paths.svhn_dir, cfg.paths.cache_dir, self.workers)
+        crop = data.params.get("random_crop")
+        self.stores = {}
+        for split, limit in (("train", schedule.train_limit), ("val", schedule.test_limit),
+                             ("test", schedule.test_limit)):  # fmt: skip
+            path = Path(cfg.paths.cache_dir) / Path(self.info["stores"][split]).name
+            count = self.info["counts"][split]
+            self.stores[split] = StoredImages(path, min(count, limit or count), crop)
+        self.splits = {s: self.stores[s] for s in ("val", "test") if len(self.stores[s])}
+        self.train_size = len(self.stores["train"])
+        self.sample_shape = tuple(self.stores["test"][0][0].shape)
+        counts = ", ".join(f"{len(self.stores[s]):,} {s}" for s in self.stores)
+        dropped = sum(self.info["dropped"].values())
+        self.description = (
+            f"svhn -> {data.generator} {json.dumps(OmegaConf.to_container(data.params))}, "
+            f"data seed {data.seed}: {counts} ({dropped} numbers longer than "
+            f"{data.positions} digits dropped)"
+        )
+
+    def loader(self, dataset, **kwargs) -> DataLoader:
+        return DataLoader(dataset, num_workers=self.workers, worker_init_fn=quiet_worker,
+                          pin_memory=self.device.type == "cuda", **kwargs)  # fmt: skip
+
+    def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        x = images.to(self.device, non_blocking=True).float().div_(255)
+        return x, labels.to(self.device, non_blocking=True)
+
+    def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+        sampler = ResumedBatches(self.train_size, int(self.cfg.schedule.batch_size), start,
+                                 int(self.cfg.seed), self.stores["train"].crop is not None)
+        for images, labels in self.loader(self.stores["train"], batch_sampler=sampler):
+            yield self.to_device(images, labels)
+
+    def eval_batches(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
+        for images, labels in self.loader(self.splits[split], batch_size=EVAL_BATCH):
+            yield self.to_device(images, labels)
+
+    def preview(self, n: int) -> Tensor:
+        test = self.stores["test"]
+        images = torch.stack([test[i][0] for i in range(min(n, len(test)))])
+        return images.to(self.device).float().div(255)
+
+
+def make_feed(cfg: DictConfig, device: torch.device):
+    """The feed for ``cfg.dataset``: in memory for generated MNIST sets, from files else."""
+    return MemoryFeed(cfg, device) if cfg.dataset.source == "mnist" else FileFeed(cfg, device)

@@ -1,0 +1,102 @@
+"""Image splits too large for memory: written once to HDF5, then read one sample at a time.
+
+A store holds ``images`` ``(N, C, H, W)`` uint8 (uncompressed, one chunk per image, so a
+DataLoader worker reads an image with one seek) and ``labels`` ``(N, ...)`` int64, with attributes
+``key`` (what made it) and ``sha256`` (of both arrays), checked once when a run opens it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..files import CorruptFile, atomic_path
+
+CHECK_BLOCK = 4096
+"""Images hashed per read when checking a store."""
+
+
+def write_store(path: Path, key: str, batches: Iterable[tuple[np.ndarray, np.ndarray]],
+                count: int, image_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> None:
+    """Write ``count`` samples, arriving as ``(images, labels)`` batches, to ``path`` atomically
+    (a crash or a full disk leaves no partial store behind)."""  # fmt: skip
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        images = f.create_dataset("images", (count, *image_shape), np.uint8,
+                                  chunks=(1, *image_shape))  # fmt: skip
+        labels = f.create_dataset("labels", (count, *label_shape), np.int64)
+        at = 0
+        for image_batch, label_batch in batches:
+            n = len(image_batch)
+            images[at : at + n] = image_batch
+            labels[at : at + n] = label_batch
+            at += n
+        if at != count:
+            raise RuntimeError(f"expected {count} samples for {path}, got {at}")
+        f.attrs["key"] = key
+        f.attrs["sha256"] = store_hash(f)
+
+
+def store_hash(f: h5py.File) -> str:
+    digest = hashlib.sha256()
+    images = f["images"]
+    for start in range(0, len(images), CHECK_BLOCK):
+        digest.update(memoryview(np.ascontiguousarray(images[start : start + CHECK_BLOCK])))
+    digest.update(memoryview(np.ascontiguousarray(f["labels"][...])))
+    return digest.hexdigest()
+
+
+def check_store(path: Path, key: str) -> int:
+    """The number of samples in the store at ``path``; ``CorruptFile`` when it is unreadable,
+    altered, or made from another config than ``key``."""
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("key") != key:
+                raise CorruptFile("it was made from another config")
+            if f.attrs.get("sha256") != store_hash(f):
+                raise CorruptFile("its arrays do not match their checksum")
+            return len(f["labels"])
+    except (OSError, KeyError) as err:
+        raise CorruptFile(f"it is unreadable ({err})") from None
+
+
+class StoredImages(Dataset):
+    """Samples of a store: ``(image (C, H', W') uint8, label)``.
+
+    The file is opened lazily in each process, so the dataset can be handed to DataLoader
+    workers. With ``crop`` set, images are cut to ``crop x crop``: at a random place for
+    training samples (indexed ``(i, draw)``: the place depends on ``draw`` only, so a resumed
+    run sees the same crops), at the centre for evaluation samples (indexed ``i``).
+    """
+
+    def __init__(self, path: str | Path, count: int, crop: int | None = None):
+        self.path, self.count, self.crop = str(path), count, crop
+        self.file: h5py.File | None = None
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, draw = item if isinstance(item, tuple) else (item, None)
+        if self.file is None:
+            self.file = h5py.File(self.path, "r")
+        image = torch.from_numpy(self.file["images"][index])  # (C, H, W) uint8
+        label = torch.from_numpy(np.asarray(self.file["labels"][index]))
+        if self.crop is not None:
+            h, w = image.shape[-2:]
+            if draw is None:
+                top, left = (h - self.crop) // 2, (w - self.crop) // 2
+            else:
+                g = torch.Generator().manual_seed(draw)
+                top = int(torch.randint(h - self.crop + 1, (), generator=g))
+                left = int(torch.randint(w - self.crop + 1, (), generator=g))
+            image = image[:, top : top + self.crop, left : left + self.crop]
+        return image, label
+
+    def __getstate__(self) -> dict:  # an open h5py handle does not cross processes
+        return {**self.__dict__, "file": None}
