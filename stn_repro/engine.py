@@ -7,7 +7,6 @@ resuming) and ``metrics.json`` (atomic, written last: a run is finished when it 
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -16,7 +15,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
@@ -27,9 +25,9 @@ from .data.feeds import make_feed
 from .errors import UserError
 from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
+from .runs import clear_run, code_version, finished_metrics, load_checkpoint, save_checkpoint
 from .st import SpatialTransformer
 from .tasks import TASKS
-from .runs import clear_run, code_version, finished_metrics, load_checkpoint, save_checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -216,7 +214,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
     batches = feed.train_batches(start)
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
-        for it, (x, y) in zip(bar, batches):  # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L)
+        # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L). The feed's batches never end.
+        for it, (x, y) in zip(bar, batches, strict=False):
             factor = lr_factor(schedule, it)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr * factor * group["lr_scale"]

@@ -48,8 +48,14 @@ class MemoryFeed:
         paths, schedule = cfg.paths, cfg.schedule
         self.cfg, self.device = cfg, device
         self.fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions each epoch
-        self.train = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir,
-                                epoch=0 if self.fresh else None, limit=schedule.train_limit)
+        self.train = load_split(
+            cfg.dataset,
+            "train",
+            paths.data_dir,
+            paths.cache_dir,
+            epoch=0 if self.fresh else None,
+            limit=schedule.train_limit,
+        )
         self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
                                           limit=schedule.test_limit)}  # fmt: skip
         self.inputs = make_inputs(cfg.dataset)
@@ -150,8 +156,13 @@ class FileFeed:
         return x, labels.to(self.device, non_blocking=True)
 
     def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
-        sampler = ResumedBatches(self.train_size, int(self.cfg.schedule.batch_size), start,
-                                 int(self.cfg.seed), self.stores["train"].crop is not None)
+        sampler = ResumedBatches(
+            self.train_size,
+            int(self.cfg.schedule.batch_size),
+            start,
+            int(self.cfg.seed),
+            self.stores["train"].crop is not None,
+        )
         for images, labels in self.loader(self.stores["train"], batch_sampler=sampler):
             yield self.to_device(images, labels)
 

@@ -22,8 +22,14 @@ CHECK_BLOCK = 4096
 """Images hashed per read when checking a store."""
 
 
-def write_store(path: Path, key: str, batches: Iterable[tuple[np.ndarray, np.ndarray]],
-                count: int, image_shape: tuple[int, ...], label_shape: tuple[int, ...]) -> None:
+def write_store(
+    path: Path,
+    key: str,
+    batches: Iterable[tuple[np.ndarray, np.ndarray]],
+    count: int,
+    image_shape: tuple[int, ...],
+    label_shape: tuple[int, ...],
+) -> None:
     """Write ``count`` samples, arriving as ``(images, labels)`` batches, to ``path`` atomically
     (a crash or a full disk leaves no partial store behind)."""  # fmt: skip
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:

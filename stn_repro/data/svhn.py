@@ -95,9 +95,7 @@ def read_digit_struct(path: str | Path) -> DigitStruct:
             for j, field in enumerate(fields):
                 if field.get_type().get_class() == h5py.h5t.REFERENCE:  # several digits
                     for d, digit_ref in enumerate(_read(field, h5py.ref_dtype)[:, 0]):
-                        h5py.h5r.dereference(digit_ref, fid).read(
-                            h5py.h5s.ALL, h5py.h5s.ALL, value
-                        )
+                        h5py.h5r.dereference(digit_ref, fid).read(h5py.h5s.ALL, h5py.h5s.ALL, value)
                         box[d, j] = value[0, 0]
                 else:  # one digit: the value inline
                     box[:, j] = _read(field, np.float64).ravel()
@@ -297,7 +295,7 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
         if info_path.exists():
             try:
                 info = read_json(info_path)
-                for split, path in stores.items():
+                for path in stores.values():
                     check_store(path, key)
                 return info
             except CorruptFile as err:
