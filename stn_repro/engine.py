@@ -137,7 +137,8 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
                          step)  # fmt: skip
         if seen.dim() == 4:
             grid = st.transform.grid(theta, st.output_size).cpu()
-            under = tiles(seen).repeat_interleave(st.num_transformers, 0)
+            one = seen if seen.shape[1] in (1, 3) else seen.mean(1, keepdim=True)  # per sample
+            under = tiles(one).repeat_interleave(st.num_transformers, 0)
             writer.add_image(f"images/{name}_grid", make_grid(draw_grid(under, grid), nrow=8),
                              step)  # fmt: skip
         for k in range(theta.shape[1]):

@@ -210,7 +210,8 @@ CASES = [
         "dataset.params.control_points=5: must be a square >= 4",
     ),
     Case("data-seed-abc", ["dataset.seed=abc"], "dataset.seed=abc: not a valid integer"),
-    Case("source-unknown", ["dataset.source=svhn"], "dataset.source=svhn: must be one of mnist"),
+    Case("source-unknown", ["dataset.source=cifar"], "dataset.source=cifar: must be one of mnist"),
+    Case("source-mismatch", ["dataset.source=svhn"], "dataset.source=svhn: the rts generator"),
     Case("generator-unknown", ["dataset.generator=foo"], "dataset.generator=foo: must be one of"),
     Case("fresh-not-bool", ["dataset.fresh_each_epoch=maybe"], "dataset.fresh_each_epoch=maybe"),
     Case(

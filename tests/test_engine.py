@@ -10,8 +10,9 @@ import pytest
 import torch
 from conftest import only
 
-from stn_repro import engine
+from stn_repro import engine, tasks
 from stn_repro.config import PACKAGE_ROOT, config_hash, run_dir
+from stn_repro.data import feeds
 from stn_repro.engine import TrainingDiverged, train_run
 from stn_repro.errors import UserError
 from stn_repro.experiment import run_experiment
@@ -36,7 +37,7 @@ def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     tags = acc.Tags()
     assert {"train/loss", "train/error", "train/lr", "test/error"} <= set(tags["scalars"])
     assert {"images/input", "images/st_output", "images/st_grid"} <= set(tags["images"])
-    assert "theta/0" in tags["histograms"]
+    assert "theta/st_0" in tags["histograms"]
     # A second call skips the finished run.
     assert train_run(cfg, where) == metrics
 
@@ -108,13 +109,13 @@ def test_fresh_each_epoch_draws_each_epoch_and_caches_only_the_test_split(
 ):
     cfg = compose_cfg("dataset=mnist_r", "model=fcn", "dataset.fresh_each_epoch=true",
                       "schedule.train_limit=32")  # fmt: skip
-    real, drawn = engine.load_split, []
+    real, drawn = feeds.load_split, []
 
     def record(dataset, split, *args, epoch=None, **kwargs):
         drawn.append((split, epoch))
         return real(dataset, split, *args, epoch=epoch, **kwargs)
 
-    monkeypatch.setattr(engine, "load_split", record)
+    monkeypatch.setattr(feeds, "load_split", record)
     metrics = train_run(cfg, run_dir(cfg))
     # 6 steps of 16 on 32 digits: epochs 0, 1 and 2, each drawn once; no fixed train split.
     assert drawn == [("train", 0), ("test", None), ("train", 1), ("train", 2)]
@@ -138,7 +139,7 @@ def test_another_config_in_an_explicit_run_dir_is_refused_naming_the_difference(
 
 def test_nan_loss_stops_with_a_clear_message(compose_cfg, monkeypatch):
     cfg = compose_cfg("model=fcn")
-    monkeypatch.setattr(engine.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
+    monkeypatch.setattr(tasks.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
     with pytest.raises(TrainingDiverged, match="the loss became nan at iteration 0"):
         train_run(cfg, run_dir(cfg))
 

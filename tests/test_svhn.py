@@ -78,7 +78,7 @@ def test_sequence_labels_map_ten_to_zero_and_pad_with_no_digit():
     assert sequence_labels(np.array([1, 10, 3])).tolist() == [1, 0, 3, 10, 10]
 
 
-# ---- crops ---------------------------------------------------------------------------------------
+# ---- crops --------------------------------------------------------------------------------------
 
 
 def test_crop_box_against_hand_computed_boxes():
@@ -99,7 +99,7 @@ def test_crop_past_the_image_edge_is_black_there():
     assert (crop[:, 5:, 10:] == 200).all()
 
 
-# ---- task ------------------------------------------------------------------------------------------
+# ---- task ---------------------------------------------------------------------------------------
 
 
 def test_sequence_error_counts_a_sample_right_only_if_every_position_is():
@@ -113,7 +113,7 @@ def test_sequence_error_counts_a_sample_right_only_if_every_position_is():
     torch.testing.assert_close(task.loss(logits, labels), expected)
 
 
-# ---- models ----------------------------------------------------------------------------------------
+# ---- models -------------------------------------------------------------------------------------
 
 
 def model_cfg(name: str, width: float = 1.0):
@@ -221,8 +221,8 @@ def test_preprocessing_writes_train_val_test_stores_once(compose_cfg, tiny, monk
 def test_train_batches_resume_where_they_left_off_with_workers(compose_cfg, tiny):
     from stn_repro.data.feeds import FileFeed
 
-    cfg = compose_cfg("dataset=svhn64", "model=svhn_cnn",
-                      *svhn_overrides(tiny, "workers=2", "dataset.params.random_crop=54"))  # fmt: skip
+    extra = ("workers=2", "dataset.params.random_crop=54")
+    cfg = compose_cfg("dataset=svhn64", "model=svhn_cnn", *svhn_overrides(tiny, *extra))
     feed = FileFeed(cfg, torch.device("cpu"))
     first = feed.train_batches(0)
     batches = [next(first) for _ in range(4)]
@@ -274,7 +274,7 @@ def test_a_classify_model_on_svhn_is_refused_before_work(compose_cfg):
         compose_cfg("dataset=svhn64", "model=cnn")
 
 
-# ---- experiments ------------------------------------------------------------------------------
+# ---- experiments --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("px, rows, references", [(64, 3, 2), (128, 2, 1)])
