@@ -199,7 +199,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
     writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
     log = schedule.log
-    preview = feed.preview(32)
+    preview, _ = feed.preview(32)
 
     def checkpoint(iteration: int) -> None:
         save_checkpoint(run_dir, {

@@ -1,7 +1,9 @@
-"""Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST).
+"""Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST,
+SVHN).
 
 python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/*/seed1
 python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/*/seed1
+python scripts/figures.py svhn outputs/runs/table2_svhn64/fast/st-cnn-multi/*/seed1
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
-from .data import load_split, make_inputs
-from .engine import load_trained
+from .data.feeds import make_feed
+from .engine import load_trained, tiles, traced
 from .errors import UserError
 
 
@@ -25,11 +28,8 @@ def load_run(run_dir: str | Path, examples: int):
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train it first")
     cfg = OmegaConf.load(run_dir / "config.yaml")
     model = load_trained(cfg, run_dir)
-    test = load_split(cfg.dataset, "test", cfg.paths.data_dir, cfg.paths.cache_dir,
-                      limit=cfg.schedule.test_limit)  # fmt: skip
-    inputs = make_inputs(cfg.dataset)
-    x = inputs(test.images[:examples], test.params[:examples])
-    return model, x, test.labels[:examples]
+    x, labels = make_feed(cfg, torch.device("cpu")).preview(examples)
+    return model, x, labels
 
 
 def scaled(images: Tensor) -> Tensor:
@@ -68,4 +68,29 @@ def volume_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> Pa
     save_image(make_grid(tiles, nrow=len(views), pad_value=0.5), out)
     print(f"{out}: columns = input summed over depth, height, width; ST output; "
           f"labels {labels.tolist()}")  # fmt: skip
+    return out
+
+
+def svhn_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
+    """The paper's Table 2 (right): per test example, the input crop with the sampling grid of
+    its transformers drawn on it (for ST-CNN Multi their affine transforms multiplied out,
+    ``compose_affine``), then each transformer's output (feature maps: their channel mean)."""
+    from .st import Affine, compose_affine
+    from .viz import draw_grid
+
+    model, x, labels = load_run(run_dir, examples)
+    found = traced(model, x)
+    if not found or not all(isinstance(st.transform, Affine) for st, *_ in found):
+        raise UserError("this figure needs a run with affine transformers (ST-CNN Single/Multi)")
+    composite = compose_affine([theta for *_, theta in found])  # (B, 6)
+    drawn = draw_grid(tiles(x), Affine().grid(composite, x.shape[-2:]))  # (B, 3, H, W)
+    columns = [drawn] + [F.interpolate(tiles(out), size=x.shape[-2:]).expand(-1, 3, -1, -1)
+                         for _, _, out, _ in found]  # fmt: skip
+    grid = torch.stack(columns, 1).flatten(0, 1)  # (B * columns, 3, H, W)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(grid, nrow=len(columns), pad_value=0.5), out)
+    numbers = ["".join(str(d) for d in row if d < 10) for row in labels.tolist()]
+    print(f"{out}: columns = input with the composite transform, then transformer 1..{len(found)}"
+          f" outputs; numbers {numbers}")  # fmt: skip
     return out

@@ -16,6 +16,7 @@ from stn_repro.st import (
     ThinPlateSpline,
     Translation,
     build_transform,
+    compose_affine,
     sample,
 )
 
@@ -247,3 +248,23 @@ def test_registry_builds_every_transform():
     assert build_transform("tps", num_control_points=9).num_params == 18
     with pytest.raises(ValueError, match="unknown transform 'shear'"):
         build_transform("shear")
+
+
+def test_compose_affine_multiplies_the_matrices_out():
+    def rotation(angle: float) -> torch.Tensor:
+        c, s = math.cos(angle), math.sin(angle)
+        return torch.tensor([[c, -s, 0.0, s, c, 0.0]])
+
+    # two rotations: one rotation by the sum
+    torch.testing.assert_close(compose_affine([rotation(0.3), rotation(0.5)]), rotation(0.8))
+    # first a zoom by 0.5 about the centre, then a shift of 0.4 in its frame: 0.2 in the input's
+    zoom = torch.tensor([[0.5, 0.0, 0.0, 0.0, 0.5, 0.0]])
+    shift = torch.tensor([[1.0, 0.0, 0.4, 0.0, 1.0, 0.0]])
+    torch.testing.assert_close(compose_affine([zoom, shift]),
+                               torch.tensor([[0.5, 0.0, 0.2, 0.0, 0.5, 0.0]]))  # fmt: skip
+    # where the second transformer samples the first's grid (bilinear interpolation of an
+    # affine map is exact), it finds the composite's grid
+    first = Affine().grid(rotation(0.2), (16, 16)).permute(0, 3, 1, 2)  # (1, 2, 16, 16)
+    followed = sample(first, Affine().grid(zoom, (16, 16))).permute(0, 2, 3, 1)
+    composite = Affine().grid(compose_affine([rotation(0.2), zoom]), (16, 16))
+    torch.testing.assert_close(followed, composite, atol=1e-5, rtol=0)

@@ -296,3 +296,17 @@ def test_smoke_experiment_writes_table2(compose_cfg, smoke, tmp_path, tiny, px, 
     metrics = json.loads((found[0] / "metrics.json").read_text())
     assert metrics["val_images"] == 10 and metrics["test_images"] == 40
     assert 0 <= metrics["val_error"] <= 100 and 0 <= metrics["test_error"] <= 100
+    if px == 64:  # ST-CNN Multi: each transformer and their product, in TensorBoard and a figure
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        from stn_repro.figures import svhn_figure
+
+        [multi] = [f for f in found if f.parts[-3] == "st-cnn-multi"]
+        acc = EventAccumulator(str(multi / "tb"))
+        acc.Reload()
+        shown = {"images/input", "images/st_composite", "images/st1_grid"}
+        shown |= {f"images/st{k}_output" for k in range(1, 5)}
+        assert shown <= set(acc.Tags()["images"])
+        assert {"val/error", "test/error"} <= set(acc.Tags()["scalars"])
+        figure = svhn_figure(multi, tmp_path / "svhn.png", examples=3)
+        assert Image.open(figure).size[0] > 5 * 64  # input + 4 transformer columns

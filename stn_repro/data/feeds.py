@@ -89,8 +89,9 @@ class MemoryFeed:
         for start in range(0, len(data), EVAL_BATCH):
             yield self.batch(data, slice(start, start + EVAL_BATCH))
 
-    def preview(self, n: int) -> Tensor:
-        return self.batch(self.splits["test"], slice(0, n))[0]
+    def preview(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first ``n`` test samples."""
+        return self.batch(self.splits["test"], slice(0, n))
 
 
 def quiet_worker(_: int) -> None:
@@ -170,10 +171,11 @@ class FileFeed:
         for images, labels in self.loader(self.splits[split], batch_size=EVAL_BATCH):
             yield self.to_device(images, labels)
 
-    def preview(self, n: int) -> Tensor:
+    def preview(self, n: int) -> tuple[Tensor, Tensor]:
+        """The first ``n`` test samples."""
         test = self.stores["test"]
-        images = torch.stack([test[i][0] for i in range(min(n, len(test)))])
-        return images.to(self.device).float().div(255)
+        images, labels = zip(*(test[i] for i in range(min(n, len(test)))), strict=True)
+        return self.to_device(torch.stack(images), torch.stack(labels))
 
 
 def make_feed(cfg: DictConfig, device: torch.device):
