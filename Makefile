@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench-st table1 table4 table5 fig3d all-tables \
+.PHONY: install test test-slow lint format bench-st table1 table2 table4 table5 fig3d all-tables \
 	tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU.
@@ -38,6 +38,10 @@ bench-st: $(STAMP)
 table1: $(STAMP)
 	for e in $(TABLE1); do $(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
 
+table2: $(STAMP)
+	for e in table2_svhn64 table2_svhn128; do \
+		$(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
+
 table4: $(STAMP)
 	$(VENV)/bin/stn-repro experiment=table4_addition schedule=$(SCHEDULE)
 
@@ -48,7 +52,7 @@ table5: $(STAMP)
 fig3d: $(STAMP)
 	$(VENV)/bin/stn-repro experiment=fig_3d schedule=$(SCHEDULE)
 
-all-tables: table1 table4 table5 fig3d
+all-tables: table1 table2 table4 table5 fig3d
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs/runs

@@ -150,6 +150,18 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
                          make_grid(draw_grid(tiles(shown), grid), nrow=8), step)  # fmt: skip
 
 
+def rng_state() -> dict:
+    """torch's random state (dropout masks draw from it), for checkpoints."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     """The model a finished run trained (from its final checkpoint), in eval mode."""
     ckpt = load_checkpoint(Path(run_dir), cfg, config_hash(cfg))
@@ -205,8 +217,11 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         save_checkpoint(run_dir, {
             "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
             "spec": asdict(spec), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "code": code_version(),
+            "optimizer": optimizer.state_dict(), "code": code_version(), "rng": rng_state(),
         })  # fmt: skip
+
+    if ckpt is not None and "rng" in ckpt:  # dropout draws continue as if never interrupted
+        set_rng_state(ckpt["rng"])
 
     # ---- training loop ----------------------------------------------------------------------
     model.train()

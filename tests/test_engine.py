@@ -76,8 +76,17 @@ def test_one_row_of_an_experiment(compose_cfg, smoke, tmp_path):
         run_experiment(cfg, overrides)
 
 
-def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, monkeypatch):
-    cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine")
+@pytest.mark.parametrize("data", ["mnist", "svhn"])
+def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, monkeypatch,
+                                                                 tmp_path, data):  # fmt: skip
+    if data == "mnist":
+        cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine")
+    else:  # file-backed data read by DataLoader workers, dropout, four transformers
+        from svhn_files import tiny_svhn
+
+        root = tiny_svhn(tmp_path / "SVHN")
+        cfg = compose_cfg("dataset=svhn64", "model=svhn_st_multi", "model.width=0.125",
+                          f"paths.svhn_dir={root}", "dataset.params.validation=10", "workers=2")
     whole = train_run(cfg, run_dir(cfg) / "whole")
     expected = torch.load(run_dir(cfg) / "whole" / "checkpoint.pt")["model"]
 

@@ -149,8 +149,11 @@ class FileFeed:
         )
 
     def loader(self, dataset, **kwargs) -> DataLoader:
+        # Its own generator: creating a loader must not draw from torch's global random state
+        # (dropout's), or a resumed run would draw other dropout masks.
         return DataLoader(dataset, num_workers=self.workers, worker_init_fn=quiet_worker,
-                          pin_memory=self.device.type == "cuda", **kwargs)  # fmt: skip
+                          pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                          **kwargs)  # fmt: skip
 
     def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         x = images.to(self.device, non_blocking=True).float().div_(255)
