@@ -13,8 +13,9 @@
   two fully connected layers of 32 units.
 
 Every regression layer starts at the identity, so at initialisation ST-CNN Multi computes
-exactly the CNN's function. ``cfg.width`` scales every convolution and FC width (1 = the
-paper's network; the ``fast`` schedule uses a narrower one, named so in its table).
+exactly the CNN's function. ``cfg.width`` scales every layer's width, localisation networks
+included (1 = the paper's networks; the ``fast`` schedule uses narrower ones, named so in its
+table).
 """
 
 from __future__ import annotations
@@ -82,32 +83,33 @@ class SequenceCNN(nn.Module):
         return self.heads(self.fc(x)).view(-1, self.positions, self.classes)
 
 
-def cnn_localisation(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def cnn_localisation(shape: tuple[int, int, int], units: int) -> tuple[nn.Module, int]:
     c, h, w = shape
     return nn.Sequential(
-        nn.Conv2d(c, LOC, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(LOC, LOC, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c, units, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(units, units, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(),
-        nn.Linear(LOC * (h // 4) * (w // 4), LOC), nn.ReLU(),
-        nn.Linear(LOC, LOC), nn.ReLU(),
-    ), LOC  # fmt: skip
+        nn.Linear(units * (h // 4) * (w // 4), units), nn.ReLU(),
+        nn.Linear(units, units), nn.ReLU(),
+    ), units  # fmt: skip
 
 
-def fc_localisation(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
+def fc_localisation(shape: tuple[int, int, int], units: int) -> tuple[nn.Module, int]:
     c, h, w = shape
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(c * h * w, LOC), nn.ReLU(),
-        nn.Linear(LOC, LOC), nn.ReLU(),
-    ), LOC  # fmt: skip
+        nn.Linear(c * h * w, units), nn.ReLU(),
+        nn.Linear(units, units), nn.ReLU(),
+    ), units  # fmt: skip
 
 
 def st_maker(cfg: DictConfig, localisation) -> Callable[[tuple[int, int, int]], SpatialTransformer]:
-    """A factory of spatial transformers of ``cfg.transform`` keeping their input's size."""
+    """A factory of spatial transformers of ``cfg.transform`` keeping their input's size, their
+    localisation layers ``LOC`` units wide times ``cfg.width``."""
 
     def make(shape: tuple[int, int, int]) -> SpatialTransformer:
         args = {k: v for k, v in cfg.transform.items() if k != "name"}
-        net, features = localisation(shape)
+        net, features = localisation(shape, scaled(LOC, cfg.width))
         return SpatialTransformer(build_transform(cfg.transform.name, **args), shape[1:], net,
                                   features)  # fmt: skip
 
