@@ -121,20 +121,25 @@ class ResumedBatches:
 
 class FileFeed:
     """Splits preprocessed into HDF5 stores (``train``, ``val``, ``test``), read by DataLoader
-    workers (``cfg.workers``)."""
+    workers (``cfg.workers``). The source's preparation (e.g. ``svhn.prepare_svhn``) makes the
+    stores once from the original files in ``cfg.paths.<source>_dir`` and returns their
+    ``stores`` (file names in the cache folder), ``counts``, ``dropped`` (per part) and
+    ``dropped_what`` (what was dropped)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         from .svhn import prepare_svhn
 
+        prepare = {"svhn": prepare_svhn}[cfg.dataset.source]  # source -> its preprocessing
         self.cfg, self.device = cfg, device
         data, schedule = cfg.dataset, cfg.schedule
         self.workers = int(cfg.workers)
-        self.info = prepare_svhn(data, cfg.paths.svhn_dir, cfg.paths.cache_dir, self.workers)
+        root = cfg.paths[f"{data.source}_dir"]  # where the source's original files are
+        self.info = prepare(data, root, cfg.paths.cache_dir, self.workers)
         crop = data.params.get("random_crop")
         self.stores = {}
         for split, limit in (("train", schedule.train_limit), ("val", schedule.test_limit),
                              ("test", schedule.test_limit)):  # fmt: skip
-            path = Path(cfg.paths.cache_dir) / Path(self.info["stores"][split]).name
+            path = Path(cfg.paths.cache_dir) / self.info["stores"][split]
             count = self.info["counts"][split]
             self.stores[split] = StoredImages(path, min(count, limit or count), crop)
         self.splits = {s: self.stores[s] for s in ("val", "test") if len(self.stores[s])}
@@ -143,9 +148,8 @@ class FileFeed:
         counts = ", ".join(f"{len(self.stores[s]):,} {s}" for s in self.stores)
         dropped = sum(self.info["dropped"].values())
         self.description = (
-            f"svhn -> {data.generator} {json.dumps(OmegaConf.to_container(data.params))}, "
-            f"data seed {data.seed}: {counts} ({dropped} numbers longer than "
-            f"{data.positions} digits dropped)"
+            f"{data.source} -> {data.generator} {json.dumps(OmegaConf.to_container(data.params))}"
+            f", data seed {data.seed}: {counts} ({dropped} {self.info['dropped_what']} dropped)"
         )
 
     def loader(self, dataset, **kwargs) -> DataLoader:

@@ -267,7 +267,8 @@ def entries(folder: Path, struct: DigitStruct, positions: int) -> tuple[list, in
 
 def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
     """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return
-    ``{"stores": {split: (path, count)}, "key": ..., "dropped": {...}, "seconds": {...}}``.
+    ``{"key", "stores": {split: file name}, "counts": {split: n}, "dropped": {part: n},
+    "dropped_what", "seconds": {split: preprocessing time}}``.
 
     ``cfg`` is the dataset config: ``params`` (size, expand, loose, train_parts, validation),
     ``positions`` (the longest number kept) and ``seed`` (which training images are held out
@@ -334,8 +335,9 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
                         (cfg.positions,))  # fmt: skip
             seconds[split] = round(time.perf_counter() - tic, 2)
         info = {"key": key, "stores": {s: path.name for s, path in stores.items()},
-                "counts": {s: len(e) for s, e in split_entries.items()},
-                "dropped": dropped, "seconds": seconds}  # fmt: skip
+                "counts": {s: len(e) for s, e in split_entries.items()}, "dropped": dropped,
+                "dropped_what": f"numbers longer than {cfg.positions} digits",
+                "seconds": seconds}  # fmt: skip
         return write_json(info_path, info)
 
 
