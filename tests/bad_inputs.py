@@ -213,6 +213,15 @@ CASES = [
     Case("source-unknown", ["dataset.source=cifar"], "dataset.source=cifar: must be one of mnist"),
     Case("source-mismatch", ["dataset.source=svhn"], "dataset.source=svhn: the rts generator"),
     Case("generator-unknown", ["dataset.generator=foo"], "dataset.generator=foo: must be one of"),
+    # SVHN (issue 8); the missing-archives case is in tests/test_svhn.py (it needs no network)
+    Case("svhn-classify-model", ["dataset=svhn64", "model=cnn"], "model=cnn is a classify model"),
+    Case("svhn-crop-too-big", ["dataset=svhn64", "model=svhn_cnn",
+         "dataset.params.random_crop=80"], "dataset.params.random_crop=80: must not exceed"),
+    Case("svhn-train-parts", ["dataset=svhn64", "model=svhn_cnn",
+         "dataset.params.train_parts=[test]"], "dataset.params.train_parts=['test']: must list"),
+    Case("svhn-width-zero", ["dataset=svhn64", "model=svhn_cnn", "model.width=0"],
+         "model.width=0.0: must be > 0"),
+    Case("workers-negative", ["workers=-1"], "workers=-1: must lie in"),
     Case("fresh-not-bool", ["dataset.fresh_each_epoch=maybe"], "dataset.fresh_each_epoch=maybe"),
     Case(
         "num-classes-wrong",
