@@ -26,14 +26,25 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
     OmegaConf.register_new_resolver("pid", os.getpid)
 
 
+LATER_KEYS = {
+    "dataset": {"task": "classify", "positions": 1},
+    "model": {"head": None, "target_params": None, "width": None, "dropout": None},
+}
+"""Keys added after runs were first recorded, with the values that mean "as before": left out of
+a run's identity at those values, so earlier runs keep their hashes and directories."""
+
+
 def identity(cfg: DictConfig) -> dict:
     """What determines a run's result: data, model, schedule (less its logging), seed, and the
     co-localisation settings where there are some."""
     schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
     schedule.pop("log", None)
+    groups = {}
+    for group, later in LATER_KEYS.items():
+        values = OmegaConf.to_container(cfg[group], resolve=True)
+        groups[group] = {k: v for k, v in values.items() if k not in later or v != later[k]}
     found = {
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        **groups,
         "schedule": schedule,
         "seed": int(cfg.seed),
     }

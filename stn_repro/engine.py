@@ -142,7 +142,8 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
             writer.add_image(f"images/{name}_grid", make_grid(draw_grid(under, grid), nrow=8),
                              step)  # fmt: skip
         for k in range(theta.shape[1]):
-            writer.add_histogram(f"theta/{name}_{k}", theta[:, k], step)
+            tag = f"theta/{k}" if len(found) == 1 else f"theta/{name}_{k}"
+            writer.add_histogram(tag, theta[:, k], step)
     if len(found) > 1 and all(isinstance(st.transform, Affine) for st, *_ in found):
         composite = compose_affine([theta for *_, theta in found])  # (B, 6)
         grid = Affine().grid(composite, shown.shape[-2:]).cpu()
@@ -151,15 +152,15 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
 
 
 def rng_state() -> dict:
-    """torch's random state (dropout masks draw from it), for checkpoints."""
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    """torch's random state (dropout masks draw from it) on the CPU and the current GPU."""
+    cuda = torch.cuda.get_rng_state() if torch.cuda.is_available() else None
     return {"cpu": torch.get_rng_state(), "cuda": cuda}
 
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
@@ -293,7 +294,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "data": feed.description,
         "model": cfg.model.name,
         "transform": transform,
-        "width": float(cfg.model.width),
+        "width": cfg.model.width,  # SVHN models (1: the paper's width)
         "schedule": schedule.name,
         "seed": int(cfg.seed),
         "config_hash": chash,

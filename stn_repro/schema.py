@@ -132,8 +132,9 @@ class Model:
         None,
     )
     target_params: int | None = checked(at_least(10_000), None)  # MNIST models
-    width: float = checked(above(0), 1.0)  # SVHN models: multiplier of every layer's width
-    dropout: float = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)", 0.5)
+    width: float | None = checked(above(0), None)  # SVHN models: multiplier of layer widths
+    dropout: float | None = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
+                                    None)  # SVHN models  # fmt: skip
     num_transformers: int = checked(at_least(1), 1)
     transform: Any = None  # checked by building it
 

@@ -139,7 +139,7 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) 
             f"{fmt(line['diff'])} | {fmt_params(line['params'])} | {line['seeds']} |"
         )
     narrow = sorted({f"{r['row']} ({r['column']}): width x{r['width']:g}" for r in runs
-                     if r.get("width", 1.0) != 1.0})  # fmt: skip
+                     if r.get("width") not in (None, 1.0)})  # fmt: skip
     if narrow:
         out += ["", "Reduced-width models (not the paper's networks):", *[f"- {n}" for n in narrow]]
     out += ["", "Data:", *[f"- {d}" for d in data], ""]

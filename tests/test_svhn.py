@@ -248,8 +248,20 @@ def test_archives_are_extracted_and_checked_against_their_first_download(tmp_pat
     (root / "test" / "digitStruct.mat").unlink()  # extract again, from a different archive
     with tarfile.open(root / "test.tar.gz", "w:gz") as tar:
         tar.add(tiny / "train", arcname="test")
-    with pytest.raises(UserError, match="differs from the copy first downloaded"):
+    with pytest.raises(UserError, match="differs from the copy first extracted"):
         svhn.part_dir(root, "test")
+
+
+def test_a_damaged_archive_is_not_recorded_and_leaves_no_folder(tmp_path):
+    root = tmp_path / "archives"
+    root.mkdir()
+    (root / "train.tar.gz").write_bytes(b"\x1f\x8b not really gzip")  # e.g. a cut download
+    with pytest.raises(UserError, match="could not be extracted.*delete it and rerun"):
+        svhn.part_dir(root, "train")
+    assert not (root / "archives.json").exists() and not (root / "train").exists()
+    assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == [
+        "train.tar.gz"
+    ]
 
 
 def test_missing_files_offline_give_one_sentence_naming_where_to_put_them(invoke, tmp_path,

@@ -95,8 +95,10 @@ class MemoryFeed:
 
 
 def quiet_worker(_: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them."""
+    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them,
+    and open their own file handles (an HDF5 handle inherited through fork is not safe)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.utils.data.get_worker_info().dataset.file = None
 
 
 class ResumedBatches:

@@ -31,8 +31,13 @@ DECODED_SHA256 = {
 files are what torchvision reads, so they are checked too, not only the archives."""
 
 
-def md5sum(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
+def md5sum(path: Path, block: int = 1 << 22) -> str:
+    """MD5 of a file, read in blocks (archives of several GB)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def mnist_raw_dir(data_dir: str | Path) -> Path:

@@ -1,6 +1,6 @@
 """SVHN "format 1" (Netzer et al., 2011): full house-number photographs with digit boxes.
 
-Layout under ``root`` (``dataset.root``, by default ``datasets/SVHN``): the original archives
+Layout under ``root`` (``paths.svhn_dir``, by default ``datasets/SVHN``): the original archives
 ``train.tar.gz``, ``test.tar.gz``, ``extra.tar.gz``, extracted into ``train/``, ``test/``,
 ``extra/``, each holding ``1.png``, ``2.png``, ... and ``digitStruct.mat``.
 
@@ -13,10 +13,11 @@ digit 0 is stored as label 10. Box coordinates are pixels, origin at the image's
 
 from __future__ import annotations
 
-import hashlib
 import json
+import shutil
 import tarfile
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 
 import h5py
@@ -25,11 +26,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from ..files import locked, write_atomic
+from ..files import atomic_path, locked, write_atomic
+from .sources import md5sum
 
 URL = "http://ufldl.stanford.edu/housenumbers/{part}.tar.gz"
 PARTS = ("train", "test", "extra")
 FIELDS = ("label", "left", "top", "width", "height")
+SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+"""Refuse archive members that would land outside the folder (Python >= 3.10.12)."""
 MAX_DIGITS = 5
 NO_DIGIT = 10
 """Sequence labels: positions past the number's length hold class 10 ("no digit")."""
@@ -146,44 +150,54 @@ def crop_image(image: Image.Image, box: tuple[int, ...], size: int) -> np.ndarra
 # ---- the original files ------------------------------------------------------------------------
 
 
-def md5sum(path: Path, block: int = 1 << 22) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def offline_message(root: Path) -> str:
     return (
         f"the SVHN files are missing from {root} and downloading them failed: put "
         f"train.tar.gz, test.tar.gz and extra.tar.gz from http://ufldl.stanford.edu/housenumbers/ "
         f"(or their extracted train/, test/, extra/ folders) into {root}, or point "
-        "dataset.root=... at the folder that holds them"
+        "paths.svhn_dir=... at the folder that holds them"
     )
 
 
-def check_archive(root: Path, archive: Path) -> None:
-    """Compare ``archive``'s size and MD5 with those recorded in ``root/archives.json`` at its
-    first download; record them when there is no entry yet (SVHN publishes no checksums)."""
+def check_archive(root: Path, archive: Path) -> dict:
+    """``archive``'s size and MD5, compared with those recorded in ``root/archives.json`` after
+    its first successful extraction (SVHN publishes no checksums); ``UserError`` if they
+    differ."""
     record_path = root / "archives.json"
     record = json.loads(record_path.read_text()) if record_path.exists() else {}
     seen = {"size": archive.stat().st_size, "md5": md5sum(archive)}
     known = record.get(archive.name)
-    if known is None:
-        record[archive.name] = seen
-        write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True))
-    elif known != seen:
+    if known is not None and known != seen:
         raise UserError(
-            f"{archive} differs from the copy first downloaded (size {seen['size']} vs "
+            f"{archive} differs from the copy first extracted (size {seen['size']} vs "
             f"{known['size']}, MD5 {seen['md5']} vs {known['md5']}): delete it to download it "
             f"again, or delete its entry in {record_path} if the new copy is the one to keep"
         )
+    return seen
+
+
+def record_archive(root: Path, archive: Path, seen: dict) -> None:
+    record_path = root / "archives.json"
+    record = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if archive.name not in record:
+        record[archive.name] = seen
+        write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True))
+
+
+def download(part: str, archive: Path) -> None:
+    """Download ``part``'s archive to ``archive`` (whole or not at all)."""
+    from torchvision.datasets.utils import download_url
+
+    with atomic_path(archive) as tmp:
+        try:
+            download_url(URL.format(part=part), str(tmp.parent), filename=tmp.name)
+        except (OSError, HTTPException) as err:  # URLError is an OSError
+            raise UserError(f"{offline_message(archive.parent)} ({type(err).__name__})") from None
 
 
 def part_dir(root: str | Path, part: str) -> Path:
     """The extracted folder of ``part`` (train, test or extra), extracting or downloading its
-    archive first when needed."""
+    archive first when needed. The folder appears whole (extracted beside it, then renamed)."""
     if part not in PARTS:
         raise ValueError(f"SVHN part must be one of {PARTS}, got {part!r}")
     root = Path(root)
@@ -196,21 +210,26 @@ def part_dir(root: str | Path, part: str) -> Path:
             return folder
         archive = root / f"{part}.tar.gz"
         if not archive.exists():
-            from torchvision.datasets.utils import download_url
-
-            try:
-                download_url(URL.format(part=part), str(root))
-            except OSError as err:  # URLError is an OSError
-                raise UserError(f"{offline_message(root)} ({type(err).__name__})") from None
-        check_archive(root, archive)
+            download(part, archive)
+        seen = check_archive(root, archive)
+        staging = root / f".{part}-extracting"
+        shutil.rmtree(staging, ignore_errors=True)
         try:
             with tarfile.open(archive) as tar:
-                tar.extractall(root, filter="data")
+                tar.extractall(staging, **SAFE_EXTRACT)
         except (tarfile.TarError, OSError, EOFError) as err:
-            raise UserError(f"{archive} could not be extracted ({err}); delete it and rerun to "
-                            "download it again") from None  # fmt: skip
-    if not (folder / "digitStruct.mat").exists():
-        raise UserError(f"{archive} did not hold {part}/digitStruct.mat; is it an SVHN archive?")
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UserError(f"{archive} could not be extracted ({type(err).__name__}: it is "
+                            "damaged or not a tar.gz); delete it and rerun to download it "
+                            "again") from None  # fmt: skip
+        if not (staging / part / "digitStruct.mat").exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            raise UserError(f"{archive} did not hold {part}/digitStruct.mat; is it an SVHN "
+                            "archive? Delete it and rerun to download it again")  # fmt: skip
+        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by hand
+        (staging / part).rename(folder)
+        shutil.rmtree(staging, ignore_errors=True)
+        record_archive(root, archive, seen)
     return folder
 
 
