@@ -233,11 +233,11 @@ def part_dir(root: str | Path, part: str) -> Path:
     return folder
 
 
-def parsed_digit_struct(folder: Path, cache_dir: str | Path) -> DigitStruct:
+def parsed_digit_struct(folder: Path, cache_dir: str | Path, md5: str) -> DigitStruct:
     """``read_digit_struct`` of ``folder/digitStruct.mat``, parsed once and then read from
-    ``cache_dir`` (keyed by the file's MD5)."""
+    ``cache_dir`` (keyed by ``md5``, the file's MD5)."""
     source = folder / "digitStruct.mat"
-    path = Path(cache_dir) / f"svhn-{folder.name}-digitstruct-{md5sum(source)[:12]}.npz"
+    path = Path(cache_dir) / f"svhn-{folder.name}-digitstruct-{md5[:12]}.npz"
     with locked(path):
         if path.exists():
             try:
@@ -303,11 +303,12 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
     p = cfg.params
     parts = list(dict.fromkeys([*p.train_parts, "test"]))
     folders = {part: part_dir(root, part) for part in parts}
+    md5s = {part: md5sum(folders[part] / "digitStruct.mat") for part in parts}
     key = config_key({
         "source": "svhn", "size": p.size, "expand": p.expand, "loose": p.loose,
         "train_parts": list(p.train_parts), "validation": p.validation,
         "positions": cfg.positions, "seed": cfg.seed,
-        "digitstruct": {part: md5sum(folders[part] / "digitStruct.mat") for part in parts},
+        "digitstruct": md5s,
     })  # fmt: skip
     info_path = cache_path(cache_dir, cfg.name, "info", key).with_suffix(".json")
     stores = {s: cache_path(cache_dir, cfg.name, s, key) for s in ("train", "val", "test")}
@@ -324,8 +325,8 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
         split_entries, dropped = {}, {}
         train = []
         for part in parts:
-            found, dropped[part] = entries(folders[part], parsed_digit_struct(folders[part],
-                                           cache_dir), cfg.positions)  # fmt: skip
+            struct = parsed_digit_struct(folders[part], cache_dir, md5s[part])
+            found, dropped[part] = entries(folders[part], struct, cfg.positions)
             if part == "test":
                 split_entries["test"] = found
             else:
