@@ -1,9 +1,10 @@
 """Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST,
-SVHN).
+SVHN, GTSRB).
 
 python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/*/seed1
 python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/*/seed1
 python scripts/figures.py svhn outputs/runs/table2_svhn64/fast/st-cnn-multi/*/seed1
+python scripts/figures.py gtsrb outputs/runs/gtsrb/fast/cnn-2-st/*/seed1
 """
 
 from __future__ import annotations
@@ -93,4 +94,25 @@ def svhn_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path
     numbers = ["".join(str(d) for d in row if d < 10) for row in labels.tolist()]
     print(f"{out}: columns = input with the composite transform, then transformer 1..{len(found)}"
           f" outputs; numbers {numbers}")  # fmt: skip
+    return out
+
+
+def gtsrb_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
+    """Per test sign: the input as the network sees it (normalised, shown min-max scaled), the
+    first transformer's sampling grid drawn on it, and that transformer's output."""
+    from .viz import draw_grid
+
+    model, x, labels = load_run(run_dir, examples)
+    found = traced(model, x)
+    if not found:
+        raise UserError("this figure needs a run with a transformer (CNN + 1 ST or CNN + 2 ST)")
+    st, _, warped, theta = found[0]  # the transformer on the input
+    shown = tiles(x)  # (B, 3, H, W)
+    drawn = draw_grid(shown, st.transform.grid(theta, st.output_size))
+    grid = torch.stack([shown, drawn, tiles(warped)], 1).flatten(0, 1)  # (B * 3, 3, H, W)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(grid, nrow=3, pad_value=0.5), out)
+    print(f"{out}: columns = input, the first transformer's grid on it, its output; classes "
+          f"{labels.tolist()}")  # fmt: skip
     return out

@@ -74,6 +74,7 @@ class Paths:
     cache_dir: str = MISSING
     output_dir: str = MISSING
     svhn_dir: str = MISSING
+    gtsrb_dir: str = MISSING
 
 
 @dataclass
@@ -110,7 +111,7 @@ class Schedule:
 @dataclass
 class Dataset:
     name: str = MISSING
-    source: str = checked(one_of("mnist", "svhn"))
+    source: str = checked(one_of("mnist", "svhn", "gtsrb"))
     generator: str = MISSING  # checked against GENERATOR_PARAMS
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
@@ -264,21 +265,38 @@ class SvhnCrop:
     random_crop: int | None = checked(at_least(8), None)  # training: random crop of this side
 
 
+def fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must lie in [0, 1)"
+
+
+@dataclass
+class GtsrbSigns:
+    size: int = checked(at_least(8))  # side of the stored images
+    roi_crop: bool = False  # cut each image to its annotated sign box first
+    val_fraction: float = checked(fraction)  # of each class's tracks, held out for validation
+    test_fraction: float = checked(fraction)  # > 0: test on held-out tracks, not the test set
+    normalize: bool = True  # (x - mean) / std, one mean and std over all training pixels
+    local_contrast: int = checked(
+        lambda v: None if v == 0 or (v >= 3 and v % 2) else "must be 0 (off) or odd >= 3"
+    )  # Gaussian kernel side of the input's local contrast normalisation
+
+
 GENERATOR_PARAMS = {
     "rotate": Rotate, "rts": RTS, "projective": Projective, "elastic": Elastic,
     "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D, "svhn_crop": SvhnCrop,
+    "gtsrb_signs": GtsrbSigns,
 }  # fmt: skip
 """Each generator's parameter schema (the MNIST addition digits follow the RTS recipe)."""
 
-GENERATOR_SOURCE = {"svhn_crop": "svhn"}
+GENERATOR_SOURCE = {"svhn_crop": "svhn", "gtsrb_signs": "gtsrb"}
 """The source each generator reads (mnist unless listed)."""
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc)
 """The nested groups ``unknown_key_message`` walks into."""
 
-GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11}
+GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11, "gtsrb_signs": 43}
 """Classes each generator's labels take (10 unless listed): addition sums two digits; SVHN has
-the ten digits and "no digit"."""
+the ten digits and "no digit"; GTSRB 43 kinds of sign."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -345,6 +363,11 @@ def check_dataset(data: DictConfig) -> DictConfig:
         )
     params = typed(data.params or {}, schema, "dataset.params")
     check_fields(OmegaConf.to_object(params), "dataset.params")
+    if data.generator == "gtsrb_signs" and params.val_fraction + params.test_fraction >= 1:
+        raise UserError(
+            f"dataset.params.val_fraction={params.val_fraction} and dataset.params."
+            f"test_fraction={params.test_fraction}: together they must leave tracks to train on"
+        )
     if data.generator == "svhn_crop" and (params.random_crop or 0) > params.size:
         raise UserError(
             f"dataset.params.random_crop={params.random_crop}: must not exceed "

@@ -12,6 +12,8 @@ from .config import slug
 from .errors import warn
 from .files import CorruptFile, locked, read_json, write_atomic, write_json
 from .paper import (
+    GTSRB_COLUMNS,
+    GTSRB_ROWS,
     REFERENCE_ROWS,
     SOURCES,
     TABLE1_COLUMNS,
@@ -33,12 +35,16 @@ LAYOUTS = {
     "table4": (TABLE4_ROWS, TABLE4_COLUMNS),
     "table3d": (TABLE3D_ROWS, TABLE3D_COLUMNS),
     "table5": (TABLE5_ROWS, TABLE5_COLUMNS),
+    "gtsrb": (GTSRB_ROWS, GTSRB_COLUMNS),
 }
 METRICS = {
     "table2": ("test_error", "% sequence error"),
     "table5": ("localised_pct", "% of digits localised (IoU > 0.5)"),
+    "gtsrb": ("test_error", "% test error and accuracy"),
 }
 """Each table's metric (key in metrics.json, caption); the default is % test error."""
+WITH_ACCURACY = {"gtsrb"}
+"""Tables that also show % accuracy (100 - % error), the figure their sources publish."""
 
 
 def metric(table: str) -> tuple[str, str]:
@@ -113,11 +119,22 @@ def fmt(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def ours(line: dict) -> str:
-    if line["ours_mean"] is None:
+def ours(line: dict, key: str = "ours_mean") -> str:
+    """``mean ± sd (n=k)`` of ``line[key]`` (``ours_mean``, or ``ours_accuracy``)."""
+    if line[key] is None:
         return "-"
     sd = "" if line["ours_sd"] is None else f" ± {line['ours_sd']:.2f}"
-    return f"{line['ours_mean']:.2f}{sd} (n={line['n']})"
+    return f"{line[key]:.2f}{sd} (n={line['n']})"
+
+
+def with_accuracy(lines: list[dict]) -> list[dict]:
+    """Each line with ``paper_accuracy`` and ``ours_accuracy``: 100 - the % errors."""
+
+    def acc(v):
+        return None if v is None else round(100 - v, 3)
+
+    return [{**line, "paper_accuracy": acc(line["paper"]),
+             "ours_accuracy": acc(line["ours_mean"])} for line in lines]  # fmt: skip
 
 
 def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) -> str:
@@ -130,13 +147,21 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str) 
         "",
         f"Paper values: {SOURCES[table]}",
         "",
-        "| Column | Model | Paper | Ours | Diff | Params | Seeds |",
-        "|---|---|---:|---|---:|---:|---|",
     ]
+    accuracy = table in WITH_ACCURACY
+    if accuracy:
+        out += ["| Column | Model | Paper | Ours | Diff | Paper acc. | Ours acc. | Params "
+                "| Seeds |", "|---|---|---:|---|---:|---:|---|---:|---|"]  # fmt: skip
+    else:
+        out += ["| Column | Model | Paper | Ours | Diff | Params | Seeds |",
+                "|---|---|---:|---|---:|---:|---|"]  # fmt: skip
     for line in lines:
+        acc = (f"{fmt(line['paper_accuracy'])} | {ours(line, 'ours_accuracy')} | "
+               if accuracy else "")  # fmt: skip
         out.append(
-            f"| {line['column']} | {line['model']} | {fmt(line['paper'], 1)} | {ours(line)} | "
-            f"{fmt(line['diff'])} | {fmt_params(line['params'])} | {line['seeds']} |"
+            f"| {line['column']} | {line['model']} | {fmt(line['paper'], 2 if accuracy else 1)} | "
+            f"{ours(line)} | {fmt(line['diff'])} | {acc}{fmt_params(line['params'])} | "
+            f"{line['seeds']} |"
         )
     narrow = sorted({f"{r['row']} ({r['column']}): width x{r['width']:g}" for r in runs
                      if r.get("width") not in (None, 1.0)})  # fmt: skip
@@ -153,6 +178,8 @@ def fmt_params(params: int | None) -> str:
 def to_csv(lines: list[dict]) -> str:
     buf = io.StringIO()
     fields = ["column", "model", "paper", "ours_mean", "ours_sd", "n", "diff", "params", "seeds"]
+    if lines and "paper_accuracy" in lines[0]:
+        fields[7:7] = ["paper_accuracy", "ours_accuracy"]
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     writer.writerows(lines)
@@ -160,17 +187,24 @@ def to_csv(lines: list[dict]) -> str:
 
 
 def to_latex(table: str, lines: list[dict], schedule: str) -> str:
+    accuracy = table in WITH_ACCURACY
     out = [
-        "\\begin{tabular}{llrlrr}",
+        "\\begin{tabular}{llrlr" + ("rl" if accuracy else "") + "r}",
         "\\hline",
-        "Column & Model & Paper & Ours & Diff & Params \\\\",
+        "Column & Model & Paper & Ours & Diff & " + ("Paper acc. & Ours acc. & " if accuracy
+                                                    else "") + "Params \\\\",
         "\\hline",
-    ]
+    ]  # fmt: skip
+
+    def tex(text: str) -> str:
+        return text.replace("±", "$\\pm$").replace("(n=", "($n$=")
+
     for line in lines:
-        cell = ours(line).replace("±", "$\\pm$").replace("(n=", "($n$=")
+        acc = (f"{fmt(line['paper_accuracy'])} & {tex(ours(line, 'ours_accuracy'))} & "
+               if accuracy else "")  # fmt: skip
         out.append(
-            f"{line['column']} & {line['model']} & {fmt(line['paper'], 1)} & {cell} & "
-            f"{fmt(line['diff'])} & {fmt_params(line['params'])} \\\\"
+            f"{line['column']} & {line['model']} & {fmt(line['paper'], 2 if accuracy else 1)} & "
+            f"{tex(ours(line))} & {fmt(line['diff'])} & {acc}{fmt_params(line['params'])} \\\\"
         )
     caption = f"% {table}, schedule {schedule}: {metric(table)[1]}"
     out += ["\\hline", "\\end{tabular}", caption, ""]
@@ -182,6 +216,8 @@ def write_tables(output_dir: str | Path, table: str, schedule: str) -> Path:
     folder = Path(output_dir) / "tables"
     runs = collect(output_dir, table, schedule)
     lines = summarise(runs, table)
+    if table in WITH_ACCURACY:
+        lines = with_accuracy(lines)
     for suffix, text in [
         ("md", to_markdown(table, lines, runs, schedule)),
         ("csv", to_csv(lines)),

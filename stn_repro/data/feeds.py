@@ -2,11 +2,12 @@
 
 - ``MemoryFeed`` (generated MNIST sets): whole uint8 splits held as tensors and indexed on the
   training device; fastest for small images, and fresh distortions each epoch are cheap.
-- ``FileFeed`` (SVHN, and the other real-image sets): splits preprocessed once into HDF5
-  stores, read per sample by a torch DataLoader with workers, with per-sample augmentation.
+- ``FileFeed`` (SVHN, GTSRB: real images): splits preprocessed once into HDF5 stores, read
+  per sample by a torch DataLoader with workers, with per-sample augmentation.
 
 Both give ``train_batches(start)``: the batches of iterations ``start, start + 1, ...`` as
-``(x, y)`` on the device, x float in [0, 1] ``(B, C, ...)``. Batch ``t`` depends only on
+``(x, y)`` on the device, x float ``(B, C, ...)`` in [0, 1] (or normalised, where the
+dataset's params ask for it: ``input_normalisation``). Batch ``t`` depends only on
 (seed, t), so a resumed run sees the batches it would have seen. ``eval_batches(split)`` walks
 a whole evaluation split (``val`` where the dataset has one, ``test``).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -121,22 +122,52 @@ class ResumedBatches:
             iteration += 1
 
 
+def input_normalisation(params: DictConfig, info: dict) -> tuple[Callable | None, str]:
+    """What is done to images in [0, 1] before the model sees them, and its description:
+    ``params.normalize``: ``(x - mean) / std`` with one mean and std over every training pixel
+    (``info``'s ``pixel_mean``, ``pixel_std``); then ``params.local_contrast`` = k > 0: local
+    contrast normalisation over a k x k Gaussian (``models.contrast``)."""
+    from ..models.contrast import LocalContrastNorm, gaussian_kernel
+
+    steps, said = [], []
+    if params.get("normalize"):
+        mean, std = info["pixel_mean"], info["pixel_std"]
+        steps.append(lambda x: (x - mean) / std)
+        said.append(f"(x - {mean:.4f}) / {std:.4f}")
+    if params.get("local_contrast"):
+        lcn = LocalContrastNorm(gaussian_kernel(params.local_contrast))
+        steps.append(lambda x: lcn.to(x.device)(x))
+        said.append(f"local contrast normalisation ({params.local_contrast}x{params.local_contrast}"
+                    " Gaussian)")  # fmt: skip
+    if not steps:
+        return None, ""
+
+    def normalise(x: Tensor) -> Tensor:
+        for step in steps:
+            x = step(x)
+        return x
+
+    return normalise, "; input " + ", then ".join(said)
+
+
 class FileFeed:
     """Splits preprocessed into HDF5 stores (``train``, ``val``, ``test``), read by DataLoader
-    workers (``cfg.workers``). The source's preparation (e.g. ``svhn.prepare_svhn``) makes the
-    stores once from the original files in ``cfg.paths.<source>_dir`` and returns their
-    ``stores`` (file names in the cache folder), ``counts``, ``dropped`` (per part) and
-    ``dropped_what`` (what was dropped)."""
+    workers (``cfg.workers``). The source's preparation (``PREPARE``) makes the stores once from
+    the original files in ``cfg.paths.<source>_dir`` and returns their info
+    (``stored.prepared_stores``: ``stores``, ``counts``, pixel statistics, and what the source
+    adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
+        from .gtsrb import prepare_gtsrb
         from .svhn import prepare_svhn
 
-        prepare = {"svhn": prepare_svhn}[cfg.dataset.source]  # source -> its preprocessing
+        prepare = {"svhn": prepare_svhn, "gtsrb": prepare_gtsrb}[cfg.dataset.source]
         self.cfg, self.device = cfg, device
         data, schedule = cfg.dataset, cfg.schedule
         self.workers = int(cfg.workers)
         root = cfg.paths[f"{data.source}_dir"]  # where the source's original files are
         self.info = prepare(data, root, cfg.paths.cache_dir, self.workers)
+        self.normalise, normalised = input_normalisation(data.params, self.info)
         crop = data.params.get("random_crop")
         self.stores = {}
         for split, limit in (("train", schedule.train_limit), ("val", schedule.test_limit),
@@ -148,10 +179,13 @@ class FileFeed:
         self.train_size = len(self.stores["train"])
         self.sample_shape = tuple(self.stores["test"][0][0].shape)
         counts = ", ".join(f"{len(self.stores[s]):,} {s}" for s in self.stores)
-        dropped = sum(self.info["dropped"].values())
+        if "test_from" in self.info:
+            counts += f" (test: {self.info['test_from']})"
+        if "dropped" in self.info:
+            counts += f" ({sum(self.info['dropped'].values())} {self.info['dropped_what']} dropped)"
         self.description = (
             f"{data.source} -> {data.generator} {json.dumps(OmegaConf.to_container(data.params))}"
-            f", data seed {data.seed}: {counts} ({dropped} {self.info['dropped_what']} dropped)"
+            f", data seed {data.seed}: {counts}{normalised}"
         )
 
     def loader(self, dataset, **kwargs) -> DataLoader:
@@ -163,6 +197,8 @@ class FileFeed:
 
     def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         x = images.to(self.device, non_blocking=True).float().div_(255)
+        if self.normalise is not None:
+            x = self.normalise(x)
         return x, labels.to(self.device, non_blocking=True)
 
     def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:

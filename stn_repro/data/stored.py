@@ -8,15 +8,18 @@ DataLoader worker reads an image with one seek) and ``labels`` ``(N, ...)`` int6
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from ..files import CorruptFile, atomic_path
+from ..errors import warn
+from ..files import CorruptFile, atomic_path, locked, read_json, write_json
+from .cache import cache_path
 
 CHECK_BLOCK = 4096
 """Images hashed per read when checking a store."""
@@ -34,7 +37,7 @@ def write_store(
     (a crash or a full disk leaves no partial store behind)."""  # fmt: skip
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         images = f.create_dataset("images", (count, *image_shape), np.uint8,
-                                  chunks=(1, *image_shape))  # fmt: skip
+                                  chunks=(1, *image_shape) if count else None)  # fmt: skip
         labels = f.create_dataset("labels", (count, *label_shape), np.int64)
         at = 0
         for image_batch, label_batch in batches:
@@ -69,6 +72,71 @@ def check_store(path: Path, key: str) -> int:
             return len(f["labels"])
     except (OSError, KeyError) as err:
         raise CorruptFile(f"it is unreadable ({err})") from None
+
+
+def pixel_stats(path: Path) -> tuple[float, float]:
+    """Mean and standard deviation of every pixel value of a store's images, scaled to [0, 1]
+    (one number each over all images, channels and positions)."""
+    total = total_sq = count = 0.0
+    with h5py.File(path, "r") as f:
+        images = f["images"]
+        for start in range(0, len(images), CHECK_BLOCK):
+            block = images[start : start + CHECK_BLOCK].astype(np.float64) / 255
+            total, total_sq = total + block.sum(), total_sq + (block**2).sum()
+            count += block.size
+    if count == 0:
+        return 0.0, 1.0
+    mean = total / count
+    return mean, max(total_sq / count - mean**2, 0.0) ** 0.5
+
+
+def prepared_stores(
+    cache_dir: str | Path,
+    name: str,
+    key: str,
+    build: Callable[[], tuple[dict[str, Dataset], dict]],
+    workers: int,
+    image_shape: tuple[int, ...],
+    label_shape: tuple[int, ...] = (),
+) -> dict:
+    """The stores ``train``, ``val``, ``test`` of dataset ``name`` made from ``key``'s inputs:
+    reused when whole, else (re)made. ``build()`` returns ``({split: Dataset of (image uint8
+    (C, H, W), label) numpy pairs}, extra info)``; a DataLoader with ``workers`` decodes them.
+
+    Returns the info saved beside the stores: ``key``, ``stores`` (file names in
+    ``cache_dir``), ``counts``, ``seconds`` (preprocessing time per split), ``pixel_mean`` and
+    ``pixel_std`` (of the training images in [0, 1]), and the extra info.
+    """
+    info_path = cache_path(cache_dir, name, "info", key).with_suffix(".json")
+    stores = {s: cache_path(cache_dir, name, s, key) for s in ("train", "val", "test")}
+    with locked(info_path):
+        if info_path.exists():
+            try:
+                info = read_json(info_path)
+                for path in stores.values():
+                    check_store(path, key)
+                return info
+            except CorruptFile as err:
+                warn(f"the preprocessed {name} files in {cache_dir} are damaged ({err}); "
+                     "preprocessing them again")  # fmt: skip
+        datasets, extra = build()
+        seconds = {}
+        for split, dataset in datasets.items():
+            tic = time.perf_counter()
+            loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=stack)
+            write_store(stores[split], key, loader, len(dataset), image_shape, label_shape)
+            seconds[split] = round(time.perf_counter() - tic, 2)
+        mean, std = pixel_stats(stores["train"])
+        info = {"key": key, "stores": {s: path.name for s, path in stores.items()},
+                "counts": {s: len(d) for s, d in datasets.items()}, "seconds": seconds,
+                "pixel_mean": float(mean), "pixel_std": float(std), **extra}  # fmt: skip
+        return write_json(info_path, info)
+
+
+def stack(samples: list) -> tuple[np.ndarray, np.ndarray]:
+    """Collate ``(image, label)`` numpy pairs into two arrays."""
+    images, labels = zip(*samples, strict=True)
+    return np.stack(images), np.stack(labels)
 
 
 class StoredImages(Dataset):

@@ -23,7 +23,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..files import atomic_path, locked, write_atomic
@@ -285,20 +285,15 @@ def entries(folder: Path, struct: DigitStruct, positions: int) -> tuple[list, in
 
 
 def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
-    """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return
-    ``{"key", "stores": {split: file name}, "counts": {split: n}, "dropped": {part: n},
-    "dropped_what", "seconds": {split: preprocessing time}}``.
+    """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return their info
+    (``stored.prepared_stores``) with ``dropped`` (per part) and ``dropped_what``.
 
     ``cfg`` is the dataset config: ``params`` (size, expand, loose, train_parts, validation),
     ``positions`` (the longest number kept) and ``seed`` (which training images are held out
     for validation). Finished stores are reused; a corrupt one is rebuilt.
     """
-    import time
-
-    from ..errors import warn
-    from ..files import CorruptFile, read_json, write_json
-    from .cache import cache_path, config_key
-    from .stored import check_store, write_store
+    from .cache import config_key
+    from .stored import prepared_stores
 
     p = cfg.params
     parts = list(dict.fromkeys([*p.train_parts, "test"]))
@@ -310,18 +305,8 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
         "positions": cfg.positions, "seed": cfg.seed,
         "digitstruct": md5s,
     })  # fmt: skip
-    info_path = cache_path(cache_dir, cfg.name, "info", key).with_suffix(".json")
-    stores = {s: cache_path(cache_dir, cfg.name, s, key) for s in ("train", "val", "test")}
-    with locked(info_path):
-        if info_path.exists():
-            try:
-                info = read_json(info_path)
-                for path in stores.values():
-                    check_store(path, key)
-                return info
-            except CorruptFile as err:
-                warn(f"the preprocessed {cfg.name} files in {cache_dir} are damaged ({err}); "
-                     "preprocessing SVHN again")  # fmt: skip
+
+    def build() -> tuple[dict, dict]:
         split_entries, dropped = {}, {}
         train = []
         for part in parts:
@@ -346,21 +331,10 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
                 f"{len(missing)} SVHN images listed in digitStruct.mat are missing, e.g. "
                 f"{missing[0]}: extract their archive again (delete its folder and rerun)"
             )
-        seconds = {}
-        for split, found in split_entries.items():
-            tic = time.perf_counter()
-            crops = Crops(found, p.size, p.expand, p.loose, cfg.positions)
-            loader = DataLoader(crops, batch_size=64, num_workers=workers, collate_fn=stack)
-            write_store(stores[split], key, loader, len(found), (3, p.size, p.size),
-                        (cfg.positions,))  # fmt: skip
-            seconds[split] = round(time.perf_counter() - tic, 2)
-        info = {"key": key, "stores": {s: path.name for s, path in stores.items()},
-                "counts": {s: len(e) for s, e in split_entries.items()}, "dropped": dropped,
-                "dropped_what": f"numbers longer than {cfg.positions} digits",
-                "seconds": seconds}  # fmt: skip
-        return write_json(info_path, info)
+        crops = {split: Crops(found, p.size, p.expand, p.loose, cfg.positions)
+                 for split, found in split_entries.items()}  # fmt: skip
+        return crops, {"dropped": dropped,
+                       "dropped_what": f"numbers longer than {cfg.positions} digits"}  # fmt: skip
 
-
-def stack(samples: list) -> tuple[np.ndarray, np.ndarray]:
-    images, labels = zip(*samples, strict=True)
-    return np.stack(images), np.stack(labels)
+    return prepared_stores(cache_dir, cfg.name, key, build, workers, (3, p.size, p.size),
+                           (cfg.positions,))  # fmt: skip
