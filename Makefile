@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench-st table1 table2 table4 table5 fig3d all-tables \
+.PHONY: install test test-slow lint format bench-st table1 table2 table4 table5 fig3d gtsrb all-tables \
 	tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU.
@@ -52,7 +52,11 @@ table5: $(STAMP)
 fig3d: $(STAMP)
 	$(VENV)/bin/stn-repro experiment=fig_3d schedule=$(SCHEDULE)
 
-all-tables: table1 table2 table4 table5 fig3d
+gtsrb: $(STAMP)
+	for e in gtsrb gtsrb_26epochs; do \
+		$(VENV)/bin/stn-repro experiment=$$e schedule=$(SCHEDULE) || exit 1; done
+
+all-tables: table1 table2 table4 table5 fig3d gtsrb
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs/runs

@@ -221,6 +221,12 @@ CASES = [
          "dataset.params.train_parts=[test]"], "dataset.params.train_parts=['test']: must list"),
     Case("svhn-width-zero", ["dataset=svhn64", "model=svhn_cnn", "model.width=0"],
          "model.width=0.0: must be > 0"),
+    # GTSRB (issue 9); the missing-files case is in tests/test_gtsrb.py (it needs no network)
+    Case("gtsrb-fractions", ["dataset=gtsrb", "model=gtsrb_cnn", "dataset.params.val_fraction=0.5",
+         "dataset.params.test_fraction=0.5"], "together they must leave tracks to train on"),
+    Case("gtsrb-contrast-even", ["dataset=gtsrb", "model=gtsrb_cnn",
+         "dataset.params.local_contrast=4"], "must be 0 (off) or odd"),
+    Case("gtsrb-sequence-model", ["dataset=gtsrb", "model=svhn_cnn"], "is a sequence model"),
     Case("workers-negative", ["workers=-1"], "workers=-1: must lie in"),
     Case("fresh-not-bool", ["dataset.fresh_each_epoch=maybe"], "dataset.fresh_each_epoch=maybe"),
     Case(
