@@ -21,6 +21,7 @@ image.
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -38,7 +39,7 @@ TRAIN_DIRS = ("Final_Training/Images", "GTSRB/Final_Training/Images", "gtsrb/GTS
               "GTSRB/Training")  # fmt: skip
 TEST_DIRS = ("Final_Test/Images", "GTSRB/Final_Test/Images", "gtsrb/GTSRB/Final_Test/Images")
 TEST_CSV = "GT-final_test.csv"
-TEST_CSV_PLACES = (".", "gtsrb", "GTSRB")  # besides the test images' folder
+TEST_CSV_PLACES = (".", "gtsrb", "GTSRB")  # besides the test images' folder and its parent
 COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
 SITE = "https://benchmark.ini.rub.de/gtsrb_dataset.html"
 
@@ -107,7 +108,7 @@ def find_test(root: Path) -> tuple[Path, Path] | None:
     for d in TEST_DIRS:
         images = root / d
         if images.is_dir():
-            for place in (images, *(root / p for p in TEST_CSV_PLACES)):
+            for place in (images, images.parent, *(root / p for p in TEST_CSV_PLACES)):
                 if (place / TEST_CSV).exists():
                     return images, place / TEST_CSV
     return None
@@ -130,10 +131,15 @@ def offline_message(root: Path, split: str) -> str:
 def download(root: Path, split: str) -> None:
     """Download ``split`` with torchvision (archives checked by MD5) into a staging folder,
     then move its folders into ``root/gtsrb`` whole, so an interrupted download leaves no
-    partial dataset behind (the archives stay in the staging folder for the next try)."""
+    partial dataset behind. The archives stay in the staging folder for the next try; what an
+    earlier try extracted there is deleted first (torchvision would trust it)."""
     from torchvision.datasets import GTSRB
 
     staging = root / ".gtsrb-downloading"
+    if (staging / "gtsrb").is_dir():
+        for path in (staging / "gtsrb").iterdir():
+            if path.suffix != ".zip":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     try:
         GTSRB(str(staging), split=split, download=True)
     except (OSError, HTTPException, RuntimeError) as err:  # URLError is an OSError
@@ -160,6 +166,10 @@ def located(root: str | Path, need_test: bool) -> tuple[Path, tuple[Path, Path] 
             if need_test and find_test(root) is None:
                 download(root, "test")
         train_dir, test = find_train_dir(root), find_test(root) if need_test else None
+        if train_dir is None or (need_test and test is None):
+            split = "train" if train_dir is None else "test"
+            raise UserError(f"the GTSRB download into {root} did not give the expected folders: "
+                            f"{offline_message(root, split)}")  # fmt: skip
     return train_dir, test
 
 
@@ -167,8 +177,8 @@ def located(root: str | Path, need_test: bool) -> tuple[Path, tuple[Path, Path] 
 
 
 def held_out(tracks: int, fraction: float) -> int:
-    """Tracks of a class held out for ``fraction``: rounded, at least one when > 0."""
-    return 0 if fraction == 0 else max(1, round(fraction * tracks))
+    """Tracks of a class held out for ``fraction``: rounded half up, at least one when > 0."""
+    return 0 if fraction == 0 else max(1, math.floor(fraction * tracks + 0.5))
 
 
 def split_by_track(signs: list[Sign], val_fraction: float, test_fraction: float,
@@ -230,7 +240,8 @@ class Signs(Dataset):
 
 def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
     """Preprocess GTSRB once into stores (``train``, ``val``, ``test``) and return their info
-    (``stored.prepared_stores``).
+    (``stored.prepared_stores``). The stores are remade when the config, the list of training
+    images or an annotation CSV changes (image contents are not hashed).
 
     ``cfg`` is the dataset config: ``params`` (size, roi_crop, val_fraction, test_fraction)
     and ``seed`` (which tracks are held out). The test split is the official test set, or with
@@ -256,6 +267,7 @@ def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) ->
         "source": "gtsrb", "size": p.size, "roi_crop": p.roi_crop,
         "val_fraction": p.val_fraction, "test_fraction": p.test_fraction, "seed": cfg.seed,
         "images": sorted(str(s.path.relative_to(train_dir)) for s in signs),
+        "annotations": sorted(md5sum(csv) for csv in train_dir.glob("*/GT-*.csv")),
         "test_labels": None if test is None else md5sum(test[1]),
     })  # fmt: skip
 

@@ -74,20 +74,31 @@ def check_store(path: Path, key: str) -> int:
         raise CorruptFile(f"it is unreadable ({err})") from None
 
 
-def pixel_stats(path: Path) -> tuple[float, float]:
-    """Mean and standard deviation of every pixel value of a store's images, scaled to [0, 1]
-    (one number each over all images, channels and positions)."""
-    total = total_sq = count = 0.0
-    with h5py.File(path, "r") as f:
-        images = f["images"]
-        for start in range(0, len(images), CHECK_BLOCK):
-            block = images[start : start + CHECK_BLOCK].astype(np.float64) / 255
-            total, total_sq = total + block.sum(), total_sq + (block**2).sum()
-            count += block.size
-    if count == 0:
-        return 0.0, 1.0
-    mean = total / count
-    return mean, max(total_sq / count - mean**2, 0.0) ** 0.5
+class PixelStats:
+    """Mean and standard deviation of every pixel value (scaled to [0, 1]) of the image batches
+    passed through ``counted`` (one number each over all images, channels and positions)."""
+
+    def __init__(self):
+        self.total = self.total_sq = 0.0  # Python floats (JSON-able)
+        self.count = 0
+
+    def counted(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]):
+        for images, labels in batches:
+            values = images.astype(np.float64) / 255
+            self.total += float(values.sum())
+            self.total_sq += float((values**2).sum())
+            self.count += values.size
+            yield images, labels
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+    @property
+    def std(self) -> float:
+        if not self.count:
+            return 1.0
+        return max(self.total_sq / self.count - self.mean**2, 0.0) ** 0.5
 
 
 def prepared_stores(
@@ -105,7 +116,8 @@ def prepared_stores(
 
     Returns the info saved beside the stores: ``key``, ``stores`` (file names in
     ``cache_dir``), ``counts``, ``seconds`` (preprocessing time per split), ``pixel_mean`` and
-    ``pixel_std`` (of the training images in [0, 1]), and the extra info.
+    ``pixel_std`` (of the training images in [0, 1]; absent from SVHN stores made before they
+    were added, which nothing reads there), and the extra info.
     """
     info_path = cache_path(cache_dir, name, "info", key).with_suffix(".json")
     stores = {s: cache_path(cache_dir, name, s, key) for s in ("train", "val", "test")}
@@ -120,16 +132,17 @@ def prepared_stores(
                 warn(f"the preprocessed {name} files in {cache_dir} are damaged ({err}); "
                      "preprocessing them again")  # fmt: skip
         datasets, extra = build()
-        seconds = {}
+        seconds, stats = {}, PixelStats()
         for split, dataset in datasets.items():
             tic = time.perf_counter()
-            loader = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=stack)
-            write_store(stores[split], key, loader, len(dataset), image_shape, label_shape)
+            batches = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=stack)
+            if split == "train":
+                batches = stats.counted(batches)
+            write_store(stores[split], key, batches, len(dataset), image_shape, label_shape)
             seconds[split] = round(time.perf_counter() - tic, 2)
-        mean, std = pixel_stats(stores["train"])
         info = {"key": key, "stores": {s: path.name for s, path in stores.items()},
                 "counts": {s: len(d) for s, d in datasets.items()}, "seconds": seconds,
-                "pixel_mean": float(mean), "pixel_std": float(std), **extra}  # fmt: skip
+                "pixel_mean": stats.mean, "pixel_std": stats.std, **extra}  # fmt: skip
         return write_json(info_path, info)
 
 

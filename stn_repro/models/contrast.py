@@ -1,15 +1,17 @@
 """Local contrast normalisation (Jarrett et al., 2009), as Torch7's
 ``nn.SpatialContrastiveNormalization`` computes it (the GTSRB networks use it).
 
-For maps ``x`` ``(B, C, H, W)`` and a kernel ``w`` ``(k, k)``:
+For maps ``x`` ``(B, C, H, W)`` and a kernel ``w`` ``(k, k)`` scaled to sum to 1, with
+``conv(m)`` the ``w``-weighted sum of ``m``'s channel mean over the ``k x k`` neighbourhood
+(zero outside the map) and ``inside = conv(1)`` (1 away from the borders):
 
-- subtractive: ``v = x - m``, ``m`` the ``w``-weighted mean of ``x`` over a ``k x k``
-  neighbourhood and all channels;
-- divisive: ``y = v / max(s, eps)``, ``s = sqrt(w-weighted mean of v**2)`` over the same.
+- subtractive: ``v = x - conv(x) / inside`` (the weighted local mean, over all channels);
+- divisive: ``y = v / max(s, eps)`` with ``s = sqrt(conv(v**2)) / inside``.
 
-At the borders the weighted means use only the kernel taps inside the map (they are divided
-by the sum of those taps), so a constant map gives 0 everywhere and ``y`` does not change
-when ``x`` is scaled by ``a > 0`` and shifted by ``b`` (where ``s > eps``).
+Near the borders Torch7 divides the standard deviation by ``inside`` outside the square root
+(not ``sqrt(conv(v**2) / inside)``), which makes ``s`` larger there; we keep what ran. A
+constant map gives 0, and ``y`` does not change when ``x`` is scaled by ``a > 0`` and shifted
+by ``b`` (where ``s > eps``).
 """
 
 from __future__ import annotations
@@ -47,19 +49,16 @@ class LocalContrastNorm(nn.Module):
         self.register_buffer("kernel", (kernel / kernel.sum())[None, None], persistent=False)
         self.eps = eps
 
-    def local_mean(self, x: Tensor) -> Tensor:
-        """The kernel-weighted mean of ``x`` over channels and the neighbourhood ``(B, 1, H, W)``,
-        divided by the weight inside the map."""
-        pad = self.kernel.shape[-1] // 2
+    def conv(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W)`` -> the kernel-weighted sum of the channel mean ``(B, 1, H, W)``."""
         kernel = self.kernel.to(x.dtype)
-        ones = torch.ones(1, 1, *x.shape[-2:], dtype=x.dtype, device=x.device)
-        inside = F.conv2d(ones, kernel, padding=pad)  # (1, 1, H, W): 1 away from the borders
-        return F.conv2d(x.mean(1, keepdim=True), kernel, padding=pad) / inside
+        return F.conv2d(x.mean(1, keepdim=True), kernel, padding=kernel.shape[-1] // 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        v = x - self.local_mean(x)
-        # max(sqrt(q), eps) as sqrt(max(q, eps**2)): no infinite gradient where q = 0
-        s = self.local_mean(v * v).clamp(min=self.eps**2).sqrt()
+        inside = self.conv(torch.ones_like(x[:1, :1]))  # (1, 1, H, W)
+        v = x - self.conv(x) / inside
+        # the floor inside the root: no infinite gradient where conv(v**2) = 0
+        s = self.conv(v * v).clamp(min=(self.eps * inside) ** 2).sqrt() / inside
         return v / s
 
     def extra_repr(self) -> str:
