@@ -45,6 +45,10 @@ def between(low: float, high: float) -> Check:
     return lambda v: None if low <= v <= high else f"must lie in [{low}, {high}]"
 
 
+def fraction(v: float) -> str | None:
+    return None if 0 <= v < 1 else "must lie in [0, 1)"
+
+
 def one_of(*choices: str) -> Check:
     return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
 
@@ -92,7 +96,7 @@ class Schedule:
     name: str = MISSING
     optimizer: str = checked(one_of("sgd", "adam"))
     lr: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
-    momentum: float = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)")
+    momentum: float = checked(fraction)
     weight_decay: float = checked(at_least(0))
     batch_size: int = checked(at_least(1))
     iterations: int = checked(at_least(1))
@@ -134,8 +138,7 @@ class Model:
     )
     target_params: int | None = checked(at_least(10_000), None)  # MNIST models
     width: float | None = checked(above(0), None)  # SVHN models: multiplier of layer widths
-    dropout: float | None = checked(lambda v: None if 0 <= v < 1 else "must lie in [0, 1)",
-                                    None)  # SVHN models  # fmt: skip
+    dropout: float | None = checked(fraction, None)  # SVHN models
     num_transformers: int = checked(at_least(1), 1)
     transform: Any = None  # checked by building it
 
@@ -263,10 +266,6 @@ class SvhnCrop:
     )  # fmt: skip
     validation: int = checked(at_least(1))  # training images held out
     random_crop: int | None = checked(at_least(8), None)  # training: random crop of this side
-
-
-def fraction(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must lie in [0, 1)"
 
 
 @dataclass
@@ -402,9 +401,13 @@ def check_model(model: DictConfig, volumes: bool) -> None:
             raise UserError(f"model {model.name} needs a transform: add model/transform=...")
         return
     if model.localisation is None:
+        from .models import MODELS
+
+        with_st = f"st_{model.name}"
+        hint = f"use model={with_st}" if with_st in MODELS else "choose a model with one"
         raise UserError(
             f"model {model.name} has no spatial transformer, so model/transform does not apply; "
-            f"use model=st_{model.name}"
+            f"{hint}"
         )
     args = OmegaConf.to_container(model.transform, resolve=True)
     name = args.pop("name", None)

@@ -261,6 +261,15 @@ def test_stores_hold_48px_images_and_the_feed_normalises_them(compose_cfg, tmp_p
     seen = torch.cat([feed.to_device(images, labels)[0] for images, labels in loader])
     assert abs(seen.mean().item()) < 1e-5 and abs(seen.std(unbiased=False).item() - 1) < 1e-5
     assert "(x - " in feed.description and "local contrast" not in feed.description
+    # the default: then a 7x7 Gaussian local contrast normalisation (the stores are reused)
+    cfg = compose_cfg("dataset=gtsrb", "model=gtsrb_cnn", *gtsrb_overrides(
+        root, "dataset.params.val_fraction=0.2"))  # fmt: skip
+    lcn_feed = FileFeed(cfg, torch.device("cpu"))
+    assert lcn_feed.info["key"] == feed.info["key"]
+    images, labels = next(iter(lcn_feed.loader(lcn_feed.stores["train"], batch_size=8)))
+    expected = LocalContrastNorm(gaussian_kernel(7))(seen[:8])
+    torch.testing.assert_close(lcn_feed.to_device(images, labels)[0], expected)
+    assert "local contrast normalisation (7x7 Gaussian)" in lcn_feed.description
 
 
 def test_preprocessing_is_done_once(compose_cfg, tmp_path, monkeypatch):

@@ -152,10 +152,10 @@ def input_normalisation(params: DictConfig, info: dict) -> tuple[Callable | None
 
 class FileFeed:
     """Splits preprocessed into HDF5 stores (``train``, ``val``, ``test``), read by DataLoader
-    workers (``cfg.workers``). The source's preparation (``PREPARE``) makes the stores once from
-    the original files in ``cfg.paths.<source>_dir`` and returns their info
-    (``stored.prepared_stores``: ``stores``, ``counts``, pixel statistics, and what the source
-    adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
+    workers (``cfg.workers``). The source's preparation (``prepare_svhn``, ``prepare_gtsrb``)
+    makes the stores once from the original files in ``cfg.paths.<source>_dir`` and returns
+    their info (``stored.prepared_stores``: ``stores``, ``counts``, pixel statistics, and what
+    the source adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         from .gtsrb import prepare_gtsrb
