@@ -23,7 +23,7 @@ from .errors import UserError
 
 
 def load_run(run_dir: str | Path, examples: int):
-    """A finished run's model and its first ``examples`` test inputs and labels."""
+    """A finished run's model and ``examples`` test inputs and labels (the feed's preview)."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train it first")

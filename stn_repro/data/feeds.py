@@ -217,9 +217,10 @@ class FileFeed:
             yield self.to_device(images, labels)
 
     def preview(self, n: int) -> tuple[Tensor, Tensor]:
-        """The first ``n`` test samples."""
+        """``n`` test samples spread evenly over the test split (stores may be in class order)."""
         test = self.stores["test"]
-        images, labels = zip(*(test[i] for i in range(min(n, len(test)))), strict=True)
+        picked = torch.linspace(0, len(test) - 1, min(n, len(test))).round().long().tolist()
+        images, labels = zip(*(test[i] for i in picked), strict=True)
         return self.to_device(torch.stack(images), torch.stack(labels))
 
 
