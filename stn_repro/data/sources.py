@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
+import tarfile
 from pathlib import Path
 from urllib.error import URLError
 
@@ -38,6 +40,34 @@ def md5sum(path: Path, block: int = 1 << 22) -> str:
         while chunk := f.read(block):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+"""Refuse archive members that would land outside the folder (Python >= 3.10.12)."""
+
+
+def extract_folder(archive: Path, folder: Path, marker: str) -> None:
+    """Extract the tar archive ``archive`` and put its top folder ``folder.name`` at ``folder``
+    whole: extracted into a staging folder beside it, checked to hold ``marker`` (a path inside
+    the folder), then renamed into place. ``UserError`` when the archive is damaged or lacks
+    it; nothing is left behind then."""
+    staging = folder.parent / f".{folder.name}-extracting"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, **SAFE_EXTRACT)
+    except (tarfile.TarError, OSError, EOFError) as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{archive} could not be extracted ({type(err).__name__}: it is "
+                        "damaged or not a tar.gz); delete it and rerun to download it "
+                        "again") from None  # fmt: skip
+    if not (staging / folder.name / marker).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        raise UserError(f"{archive} did not hold {folder.name}/{marker}; is it the right "
+                        "archive? Delete it and rerun to download it again")  # fmt: skip
+    shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by hand
+    (staging / folder.name).rename(folder)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def mnist_raw_dir(data_dir: str | Path) -> Path:

@@ -14,8 +14,6 @@ digit 0 is stored as label 10. Box coordinates are pixels, origin at the image's
 from __future__ import annotations
 
 import json
-import shutil
-import tarfile
 from dataclasses import dataclass
 from http.client import HTTPException
 from pathlib import Path
@@ -27,13 +25,11 @@ from torch.utils.data import Dataset
 
 from ..errors import UserError
 from ..files import atomic_path, locked, write_atomic
-from .sources import md5sum
+from .sources import extract_folder, md5sum
 
 URL = "http://ufldl.stanford.edu/housenumbers/{part}.tar.gz"
 PARTS = ("train", "test", "extra")
 FIELDS = ("label", "left", "top", "width", "height")
-SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-"""Refuse archive members that would land outside the folder (Python >= 3.10.12)."""
 MAX_DIGITS = 5
 NO_DIGIT = 10
 """Sequence labels: positions past the number's length hold class 10 ("no digit")."""
@@ -212,23 +208,7 @@ def part_dir(root: str | Path, part: str) -> Path:
         if not archive.exists():
             download(part, archive)
         seen = check_archive(root, archive)
-        staging = root / f".{part}-extracting"
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, **SAFE_EXTRACT)
-        except (tarfile.TarError, OSError, EOFError) as err:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise UserError(f"{archive} could not be extracted ({type(err).__name__}: it is "
-                            "damaged or not a tar.gz); delete it and rerun to download it "
-                            "again") from None  # fmt: skip
-        if not (staging / part / "digitStruct.mat").exists():
-            shutil.rmtree(staging, ignore_errors=True)
-            raise UserError(f"{archive} did not hold {part}/digitStruct.mat; is it an SVHN "
-                            "archive? Delete it and rerun to download it again")  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)  # an incomplete folder left by hand
-        (staging / part).rename(folder)
-        shutil.rmtree(staging, ignore_errors=True)
+        extract_folder(archive, folder, "digitStruct.mat")
         record_archive(root, archive, seen)
     return folder
 
