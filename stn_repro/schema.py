@@ -79,6 +79,7 @@ class Paths:
     output_dir: str = MISSING
     svhn_dir: str = MISSING
     gtsrb_dir: str = MISSING
+    cub_dir: str = MISSING
 
 
 @dataclass
@@ -115,7 +116,7 @@ class Schedule:
 @dataclass
 class Dataset:
     name: str = MISSING
-    source: str = checked(one_of("mnist", "svhn", "gtsrb"))
+    source: str = checked(one_of("mnist", "svhn", "gtsrb", "cub"))
     generator: str = MISSING  # checked against GENERATOR_PARAMS
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
@@ -280,22 +281,30 @@ class GtsrbSigns:
     )  # Gaussian kernel side of the input's local contrast normalisation
 
 
+@dataclass
+class CubImages:
+    size: int = checked(at_least(8))  # side of the stored images (256; 512 for 448px rows)
+    random_crop: int | None = checked(at_least(8), None)  # training: random crop (centre: eval)
+    flip: bool = True  # training: random horizontal flips
+    classes: int = checked(between(1, 200), 200)  # the first K classes only (the sample: 5)
+
+
 GENERATOR_PARAMS = {
     "rotate": Rotate, "rts": RTS, "projective": Projective, "elastic": Elastic,
     "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D, "svhn_crop": SvhnCrop,
-    "gtsrb_signs": GtsrbSigns,
+    "gtsrb_signs": GtsrbSigns, "cub_images": CubImages,
 }  # fmt: skip
 """Each generator's parameter schema (the MNIST addition digits follow the RTS recipe)."""
 
-GENERATOR_SOURCE = {"svhn_crop": "svhn", "gtsrb_signs": "gtsrb"}
+GENERATOR_SOURCE = {"svhn_crop": "svhn", "gtsrb_signs": "gtsrb", "cub_images": "cub"}
 """The source each generator reads (mnist unless listed)."""
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc)
 """The nested groups ``unknown_key_message`` walks into."""
 
-GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11, "gtsrb_signs": 43}
+GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11, "gtsrb_signs": 43, "cub_images": 200}
 """Classes each generator's labels take (10 unless listed): addition sums two digits; SVHN has
-the ten digits and "no digit"; GTSRB 43 kinds of sign."""
+the ten digits and "no digit"; GTSRB 43 kinds of sign; CUB 200 bird species."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -367,7 +376,7 @@ def check_dataset(data: DictConfig) -> DictConfig:
             f"dataset.params.val_fraction={params.val_fraction} and dataset.params."
             f"test_fraction={params.test_fraction}: together they must leave tracks to train on"
         )
-    if data.generator == "svhn_crop" and (params.random_crop or 0) > params.size:
+    if data.generator in ("svhn_crop", "cub_images") and (params.random_crop or 0) > params.size:
         raise UserError(
             f"dataset.params.random_crop={params.random_crop}: must not exceed "
             f"dataset.params.size={params.size}"

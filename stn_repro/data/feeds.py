@@ -2,7 +2,7 @@
 
 - ``MemoryFeed`` (generated MNIST sets): whole uint8 splits held as tensors and indexed on the
   training device; fastest for small images, and fresh distortions each epoch are cheap.
-- ``FileFeed`` (SVHN, GTSRB: real images): splits preprocessed once into HDF5 stores, read
+- ``FileFeed`` (SVHN, GTSRB, CUB: real images): splits preprocessed once into HDF5 stores, read
   per sample by a torch DataLoader with workers, with per-sample augmentation.
 
 Both give ``train_batches(start)``: the batches of iterations ``start, start + 1, ...`` as
@@ -152,29 +152,32 @@ def input_normalisation(params: DictConfig, info: dict) -> tuple[Callable | None
 
 class FileFeed:
     """Splits preprocessed into HDF5 stores (``train``, ``val``, ``test``), read by DataLoader
-    workers (``cfg.workers``). The source's preparation (``prepare_svhn``, ``prepare_gtsrb``)
+    workers (``cfg.workers``). The source's preparation (``prepare_svhn``, ``prepare_gtsrb``, ...)
     makes the stores once from the original files in ``cfg.paths.<source>_dir`` and returns
     their info (``stored.prepared_stores``: ``stores``, ``counts``, pixel statistics, and what
     the source adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
+        from .cub import prepare_cub
         from .gtsrb import prepare_gtsrb
         from .svhn import prepare_svhn
 
-        prepare = {"svhn": prepare_svhn, "gtsrb": prepare_gtsrb}[cfg.dataset.source]
+        prepare = {"svhn": prepare_svhn, "gtsrb": prepare_gtsrb, "cub": prepare_cub}[
+            cfg.dataset.source
+        ]
         self.cfg, self.device = cfg, device
         data, schedule = cfg.dataset, cfg.schedule
         self.workers = int(cfg.workers)
         root = cfg.paths[f"{data.source}_dir"]  # where the source's original files are
         self.info = prepare(data, root, cfg.paths.cache_dir, self.workers)
         self.normalise, normalised = input_normalisation(data.params, self.info)
-        crop = data.params.get("random_crop")
+        crop, flip = data.params.get("random_crop"), bool(data.params.get("flip"))
         self.stores = {}
         for split, limit in (("train", schedule.train_limit), ("val", schedule.test_limit),
                              ("test", schedule.test_limit)):  # fmt: skip
             path = Path(cfg.paths.cache_dir) / self.info["stores"][split]
             count = self.info["counts"][split]
-            self.stores[split] = StoredImages(path, min(count, limit or count), crop)
+            self.stores[split] = StoredImages(path, min(count, limit or count), crop, flip)
         self.splits = {s: self.stores[s] for s in ("val", "test") if len(self.stores[s])}
         self.train_size = len(self.stores["train"])
         self.sample_shape = tuple(self.stores["test"][0][0].shape)
@@ -207,7 +210,7 @@ class FileFeed:
             int(self.cfg.schedule.batch_size),
             start,
             int(self.cfg.seed),
-            self.stores["train"].crop is not None,
+            self.stores["train"].augmented,
         )
         for images, labels in self.loader(self.stores["train"], batch_sampler=sampler):
             yield self.to_device(images, labels)

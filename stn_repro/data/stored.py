@@ -158,12 +158,18 @@ class StoredImages(Dataset):
     The file is opened lazily in each process, so the dataset can be handed to DataLoader
     workers. With ``crop`` set, images are cut to ``crop x crop``: at a random place for
     training samples (indexed ``(i, draw)``: the place depends on ``draw`` only, so a resumed
-    run sees the same crops), at the centre for evaluation samples (indexed ``i``).
+    run sees the same crops), at the centre for evaluation samples (indexed ``i``). With
+    ``flip``, training samples are mirrored left-right with probability 1/2 (also by ``draw``).
     """
 
-    def __init__(self, path: str | Path, count: int, crop: int | None = None):
-        self.path, self.count, self.crop = str(path), count, crop
+    def __init__(self, path: str | Path, count: int, crop: int | None = None, flip: bool = False):
+        self.path, self.count, self.crop, self.flip = str(path), count, crop, flip
         self.file: h5py.File | None = None
+
+    @property
+    def augmented(self) -> bool:
+        """Whether training samples are drawn at random (indexed ``(i, draw)``)."""
+        return self.crop is not None or self.flip
 
     def __len__(self) -> int:
         return self.count
@@ -174,15 +180,17 @@ class StoredImages(Dataset):
             self.file = h5py.File(self.path, "r")
         image = torch.from_numpy(self.file["images"][index])  # (C, H, W) uint8
         label = torch.from_numpy(np.asarray(self.file["labels"][index]))
+        g = None if draw is None else torch.Generator().manual_seed(draw)
         if self.crop is not None:
             h, w = image.shape[-2:]
-            if draw is None:
+            if g is None:
                 top, left = (h - self.crop) // 2, (w - self.crop) // 2
             else:
-                g = torch.Generator().manual_seed(draw)
                 top = int(torch.randint(h - self.crop + 1, (), generator=g))
                 left = int(torch.randint(w - self.crop + 1, (), generator=g))
             image = image[:, top : top + self.crop, left : left + self.crop]
+        if self.flip and g is not None and torch.rand((), generator=g) < 0.5:
+            image = image.flip(-1)
         return image, label
 
     def __getstate__(self) -> dict:  # an open h5py handle does not cross processes

@@ -1,0 +1,142 @@
+"""CUB-200-2011 data (Table 3): the metadata, the sample's subset, RGB conversion, the archive's
+checks and extraction, augmentation, and the offline message. The models and the table come
+with the rest of issue 10."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+from urllib.error import URLError
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stn_repro.config import PACKAGE_ROOT
+from stn_repro.data import cub
+from stn_repro.errors import UserError
+
+SAMPLE = PACKAGE_ROOT.parent / "shared" / "data" / "cub_200_2011_sample"
+
+
+def need_sample() -> Path:
+    if not (SAMPLE / "CUB_200_2011" / "images.txt").exists():
+        pytest.skip(f"the CUB sample is absent ({SAMPLE}); it ships beside the project only")
+    return SAMPLE
+
+
+def test_metadata_counts_and_the_samples_subset():
+    folder = need_sample() / "CUB_200_2011"
+    meta = cub.read_metadata(folder)
+    assert len(meta) == 11_788 and meta.train.sum() == 5_994 and (~meta.train).sum() == 5_794
+    assert meta.labels.min() == 0 and meta.labels.max() == 199
+    assert meta.paths[0] == "001.Black_footed_Albatross/Black_Footed_Albatross_0046_18.jpg"
+    first5 = meta.labels < 5  # the sample holds the images of classes 001-005 only
+    assert (meta.train & first5).sum() == 150 and (~meta.train & first5).sum() == 132
+    kept = [path for path, keep in zip(meta.paths, first5, strict=True) if keep]
+    assert all((folder / "images" / path).exists() for path in kept)
+
+
+def test_greyscale_photographs_become_rgb(tmp_path):
+    grey = np.tile(np.arange(40, dtype=np.uint8)[None, :] * 5, (30, 1))  # 40 x 30, a ramp
+    Image.fromarray(grey, mode="L").save(tmp_path / "grey.jpg")
+    image = cub.bird_image(tmp_path / "grey.jpg", 16)
+    assert image.shape == (3, 16, 16) and image.dtype == np.uint8
+    assert (image[0] == image[1]).all() and (image[1] == image[2]).all()
+    assert image[0, :, -1].mean() > image[0, :, 0].mean()  # the ramp kept its direction
+
+
+def fake_archive(tmp_path: Path, monkeypatch) -> Path:
+    """A tiny CUB_200_2011.tgz (two classes, one image each), made the published one."""
+    src = tmp_path / "src" / "CUB_200_2011"
+    for i, name in enumerate(["001.A/a_1.jpg", "002.B/b_1.jpg"], 1):
+        (src / "images" / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (30, 20), (i * 60, 0, 0)).save(src / "images" / name)
+    (src / "images.txt").write_text("1 001.A/a_1.jpg\n2 002.B/b_1.jpg\n")
+    (src / "image_class_labels.txt").write_text("1 1\n2 2\n")
+    (src / "train_test_split.txt").write_text("1 1\n2 0\n")
+    root = tmp_path / "CUB"
+    root.mkdir()
+    archive = root / cub.ARCHIVE
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(src, arcname="CUB_200_2011")
+    data = archive.read_bytes()
+    monkeypatch.setattr(cub, "ARCHIVE_SIZE", len(data))
+    monkeypatch.setattr(cub, "ARCHIVE_MD5", hashlib.md5(data).hexdigest())
+    return root
+
+
+def test_the_archive_is_checked_then_extracted_whole(tmp_path, monkeypatch):
+    root = fake_archive(tmp_path, monkeypatch)
+    folder = cub.dataset_dir(root)
+    assert folder == root / "CUB_200_2011"
+    meta = cub.read_metadata(folder)
+    assert meta.labels.tolist() == [0, 1] and meta.train.tolist() == [True, False]
+    assert not list(root.glob(".*extracting"))
+
+
+def test_an_archive_that_is_not_the_published_one_is_refused(tmp_path, monkeypatch):
+    root = fake_archive(tmp_path, monkeypatch)
+    with open(root / cub.ARCHIVE, "ab") as f:
+        f.write(b"x")  # one byte more: e.g. another copy
+    with pytest.raises(UserError, match="is not the published CUB_200_2011.tgz.*delete it"):
+        cub.dataset_dir(root)
+    assert not (root / "CUB_200_2011").exists()
+
+
+def test_missing_files_offline_give_one_sentence_naming_where_to_put_them(invoke, tmp_path,
+                                                                         monkeypatch):  # fmt: skip
+    import torchvision.datasets.utils as tv_utils
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(tv_utils, "download_url", offline)
+    code, out, err = invoke([
+        "dataset=cub", "model=cnn", "schedule=smoke", "progress=false",
+        f"paths.cub_dir={tmp_path / 'nothing'}", f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ])  # fmt: skip
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "CUB_200_2011.tgz" in err and str(tmp_path / "nothing") in err
+    assert "paths.cub_dir" in err
+
+
+def test_missing_images_name_the_classes_way_out(compose_cfg, tmp_path):
+    from stn_repro.data.feeds import FileFeed
+
+    need_sample()
+    cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0")
+    with pytest.raises(UserError, match="missing.*dataset.params.classes=K"):
+        FileFeed(cfg, torch.device("cpu"))
+
+
+def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(compose_cfg):
+    from stn_repro.data.feeds import FileFeed
+
+    need_sample()
+    cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0",
+                      "dataset.params.classes=5", "dataset.params.size=64",
+                      "dataset.params.random_crop=56")  # fmt: skip
+    feed = FileFeed(cfg, torch.device("cpu"))
+    assert feed.info["counts"] == {"train": 150, "val": 0, "test": 132}
+    assert "val" not in feed.splits
+    train, test = feed.stores["train"], feed.stores["test"]
+    assert train.augmented and train[(0, 7)][0].shape == (3, 56, 56)
+    assert torch.equal(train[(0, 7)][0], train[(0, 7)][0])  # the draw decides
+    full = torch.from_numpy(h5py.File(train.path)["images"][0])
+    flipped = unflipped = 0
+    for draw in range(40):
+        crop = train[(0, draw)][0]
+        g = torch.Generator().manual_seed(draw)
+        top, left = (int(torch.randint(9, (), generator=g)) for _ in range(2))
+        window = full[:, top : top + 56, left : left + 56]
+        flipped += torch.equal(crop, window.flip(-1))
+        unflipped += torch.equal(crop, window)
+    assert flipped + unflipped == 40 and 5 < flipped < 35
+    image, label = test[0]
+    stored = torch.from_numpy(h5py.File(test.path)["images"][0])
+    assert torch.equal(image, stored[:, 4:60, 4:60]) and label.shape == ()
