@@ -134,13 +134,15 @@ class Model:
     name: str = MISSING  # checked against the registry when the model is built
     head: str | None = checked(one_of("fcn", "cnn"), None)  # MNIST models
     localisation: str | None = checked(
-        lambda v: None if v in (None, "fcn", "cnn", "cnn3d") else "must be fcn, cnn, cnn3d or null",
-        None,
-    )
+        lambda v: None if v in (None, "fcn", "cnn", "cnn3d", "inception") else
+        "must be fcn, cnn, cnn3d, inception or null", None,
+    )  # fmt: skip
     target_params: int | None = checked(at_least(10_000), None)  # MNIST models
     width: float | None = checked(above(0), None)  # SVHN models: multiplier of layer widths
     dropout: float | None = checked(fraction, None)  # SVHN models
     num_transformers: int = checked(at_least(1), 1)
+    pretrained: bool | None = None  # CUB models: ImageNet weights for every Inception
+    part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
     transform: Any = None  # checked by building it
 
 

@@ -140,3 +140,96 @@ def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(c
     image, label = test[0]
     stored = torch.from_numpy(h5py.File(test.path)["images"][0])
     assert torch.equal(image, stored[:, 4:60, 4:60]) and label.shape == ()
+
+
+# ---- models ------------------------------------------------------------------------------------
+
+
+def cub_model(name: str, side: int, n: int = 2, part_size: int = 224):
+    from omegaconf import OmegaConf
+
+    from stn_repro.models import DataSpec, build_model
+
+    cfg = OmegaConf.create({"name": name, "num_transformers": n, "part_size": part_size,
+                            "pretrained": False, "dropout": 0.5,
+                            "transform": {"name": "translation", "scale": 0.5}})  # fmt: skip
+    return build_model(cfg, DataSpec((3, side, side), 200))
+
+
+def test_the_inception_trunk_gives_1024_maps_of_7x7_at_224():
+    from stn_repro.models.cub import inception_trunk
+
+    with torch.no_grad():
+        assert inception_trunk(pretrained=False).eval()(torch.rand(1, 3, 224, 224)).shape == (
+            1, 1024, 7, 7)  # fmt: skip
+    model = cub_model("cub_cnn", 224).eval()
+    assert model(torch.rand(2, 3, 224, 224)).shape == (2, 200) and len(model.parts) == 1
+
+
+def test_at_448_the_localisation_network_sees_224():
+    model = cub_model("cub_st", 448, n=4).eval()
+    seen = []
+    model.st.localisation[1].register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    with torch.no_grad():
+        assert model(torch.rand(1, 3, 448, 448)).shape == (1, 200)
+    assert seen == [(1, 3, 224, 224)]
+
+
+def test_four_transformers_start_on_the_image_quadrants_exactly():
+    model = cub_model("cub_st", 64, n=4, part_size=32).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        crops, theta = model.st(x)  # (2, 4, 3, 32, 32)
+    assert theta.shape == (2, 4, 2)
+    quadrants = [x[..., :32, :32], x[..., :32, 32:], x[..., 32:, :32], x[..., 32:, 32:]]
+    for k, quadrant in enumerate(quadrants):
+        torch.testing.assert_close(crops[:, k], quadrant, atol=1e-5, rtol=0)
+
+
+def test_the_localisation_networks_train_at_1e_4_of_the_rate(compose_cfg):
+    from stn_repro.engine import make_optimizer
+
+    cfg = compose_cfg("experiment=table3_cub", "schedule=paper_cub", "model=cub_st",
+                      "model.pretrained=false")  # fmt: skip
+    model = cub_model("cub_st", 224)
+    groups = make_optimizer(model, cfg.schedule).param_groups
+    assert [g["lr_scale"] for g in groups] == [1.0, 1e-4]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in
+                                                    model.st.localisation_parameters()}  # fmt: skip
+
+
+def test_weights_that_cannot_be_fetched_give_one_sentence(invoke, tmp_path, monkeypatch):
+    import torch.hub
+
+    need_sample()
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no cached weights
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    code, out, err = invoke([
+        "dataset=cub", "model=cub_cnn", "schedule=smoke", "progress=false",
+        f"paths.cub_dir={SAMPLE}", "dataset.params.classes=5", "dataset.params.size=72",
+        "dataset.params.random_crop=64", f"paths.output_dir={tmp_path / 'out'}",
+        f"paths.cache_dir={tmp_path / 'cache'}", "workers=0",
+    ])  # fmt: skip
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "googlenet-1378be20.pth" in err and "model.pretrained=false" in err
+
+
+def test_smoke_experiment_writes_table3(compose_cfg, smoke, tmp_path):
+    from hydra import compose
+
+    from stn_repro.cli import run
+
+    need_sample()
+    overrides = [*smoke, "experiment=table3_cub", "experiment.seeds=[1]", f"paths.cub_dir={SAMPLE}",
+                 "dataset.params.classes=5", "workers=0"]  # fmt: skip
+    run(compose("config", overrides=overrides), overrides)
+    table = (tmp_path / "outputs" / "tables" / "table3.md").read_text()
+    assert "| CUB | 4xST-CNN (448px) | 15.90 |" in table  # the paper's 84.1% accuracy
+    assert "| CUB | Lin '15 | 19.10 | - |" in table  # a reference row
+    assert "Paper acc." in table
+    found = list((tmp_path / "outputs" / "runs" / "table3_cub").glob("smoke/*/*/seed1"))
+    assert len(found) == 4

@@ -54,4 +54,4 @@ def build_model(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return MODELS[cfg.name](cfg, spec)
 
 
-from . import gtsrb, mnist, svhn, volume  # noqa: E402,F401  (they register their models)
+from . import cub, gtsrb, mnist, svhn, volume  # noqa: E402,F401  (they register their models)
