@@ -4,23 +4,33 @@
     python scripts/figures.py 3d RUN_DIR [--out outputs/figures/fig5_3d.png]
     python scripts/figures.py svhn RUN_DIR [--out outputs/figures/table2_svhn.png]
     python scripts/figures.py gtsrb RUN_DIR [--out outputs/figures/gtsrb.png]
+    python scripts/figures.py cub RUN_DIR [--out outputs/figures/table3_cub.png]
 
 addition: a Table 4 run with transformers (e.g. 2xST-FCN): each transformer's output per
 channel. 3d: a fig_3d run of the 3D ST-CNN: input projections and the transformer's output.
 svhn: a Table 2 ST-CNN run: the transformers' affine transforms multiplied out and drawn on the
 input crop (the paper's Table 2, right), then each transformer's output. gtsrb: a GTSRB run with
 transformers: per test sign, the input, the first transformer's grid on it and its output.
+cub: a Table 3 ST run: each transformer's window on test images, and the windows' centres over
+the test set (``*_centres.png``).
 """
 
 import argparse
 
-from stn_repro.figures import addition_figure, gtsrb_figure, svhn_figure, volume_figure
+from stn_repro.figures import (
+    addition_figure,
+    cub_figure,
+    gtsrb_figure,
+    svhn_figure,
+    volume_figure,
+)
 
 FIGURES = {
     "addition": (addition_figure, "outputs/figures/addition.png"),
     "3d": (volume_figure, "outputs/figures/fig5_3d.png"),
     "svhn": (svhn_figure, "outputs/figures/table2_svhn.png"),
     "gtsrb": (gtsrb_figure, "outputs/figures/gtsrb.png"),
+    "cub": (cub_figure, "outputs/figures/table3_cub.png"),
 }
 
 if __name__ == "__main__":

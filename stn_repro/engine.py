@@ -120,12 +120,14 @@ def traced(model: nn.Module, x: Tensor) -> list[tuple[SpatialTransformer, Tensor
 def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
     """Inputs (volumes: their max projection along depth) and, for each spatial transformer
     (``st``, or ``st1``, ``st2``, ... when there are several): its output, its sampling grid
-    drawn on its input (2D), theta histograms. Several affine transformers in a row (SVHN ST-CNN
-    Multi) also get ``st_composite``: their transforms multiplied out, drawn on the input."""
+    drawn on its input (2D), its windows' boxes in one colour per parallel transformer
+    (attention and translation windows, e.g. CUB), theta histograms. Several affine
+    transformers in a row (SVHN ST-CNN Multi) also get ``st_composite``: their transforms
+    multiplied out, drawn on the input."""
     from torchvision.utils import make_grid
 
-    from .st.transforms import Affine, compose_affine
-    from .viz import draw_grid
+    from .st.transforms import Affine, Attention, Translation, compose_affine
+    from .viz import draw_boxes, draw_grid, window_boxes
 
     shown = x.amax(2) if x.dim() == 5 else x  # (B, C, H, W)
     writer.add_image("images/input", make_grid(tiles(shown), nrow=8, pad_value=0.5), step)
@@ -141,6 +143,11 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
             under = tiles(one).repeat_interleave(st.num_transformers, 0)
             writer.add_image(f"images/{name}_grid", make_grid(draw_grid(under, grid), nrow=8),
                              step)  # fmt: skip
+        if seen.dim() == 4 and isinstance(st.transform, Attention | Translation):  # windows
+            boxes = window_boxes(st.transform.matrix(theta), seen.shape[-2:])
+            boxes = boxes.view(len(seen), st.num_transformers, 4).cpu()
+            writer.add_image(f"images/{name}_boxes", make_grid(draw_boxes(tiles(seen[:, :3]),
+                             boxes), nrow=8), step)  # fmt: skip
         for k in range(theta.shape[1]):
             tag = f"theta/{k}" if len(found) == 1 else f"theta/{name}_{k}"
             writer.add_histogram(tag, theta[:, k], step)

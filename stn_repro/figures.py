@@ -1,10 +1,11 @@
 """Figures drawn from finished runs: what each transformer does (MNIST addition, 3D MNIST,
-SVHN, GTSRB).
+SVHN, GTSRB, CUB).
 
 python scripts/figures.py addition outputs/runs/table4_addition/fast/2xst-fcn-tps/*/seed1
 python scripts/figures.py 3d outputs/runs/fig_3d/fast/3d-st-cnn/*/seed1
 python scripts/figures.py svhn outputs/runs/table2_svhn64/fast/st-cnn-multi/*/seed1
 python scripts/figures.py gtsrb outputs/runs/gtsrb/fast/cnn-2-st/*/seed1
+python scripts/figures.py cub outputs/runs/table3_cub/paper/4xst-cnn-448px/*/seed1
 """
 
 from __future__ import annotations
@@ -114,5 +115,41 @@ def gtsrb_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(grid, nrow=3, pad_value=0.5), out)
     print(f"{out}: columns = input, the first transformer's grid on it, its output; classes "
+          f"{labels.tolist()}")  # fmt: skip
+    return out
+
+
+def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
+    """The paper's Table 3 (right): test images with each transformer's window drawn in its
+    colour (``viz.COLOURS``: 1st red, 2nd green, ...); and, beside ``out``, ``*_centres.png``:
+    the window centres over the whole test split, one dot per image and transformer."""
+    from PIL import Image, ImageDraw
+
+    from .viz import COLOURS, draw_boxes, window_boxes
+
+    model, x, labels = load_run(run_dir, examples)
+    if model.st is None:
+        raise UserError("this figure needs a run with transformers (2xST-CNN or 4xST-CNN)")
+    [(st, seen, _, theta)] = traced(model, x)
+    boxes = window_boxes(st.transform.matrix(theta.flatten(0, 1)), seen.shape[-2:])
+    drawn = draw_boxes(tiles(seen), boxes.view(len(x), -1, 4))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(drawn, nrow=4, pad_value=1.0), out)
+    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
+    feed = make_feed(cfg, torch.device("cpu"))
+    side = 256
+    canvas = Image.new("RGB", (side, side), "white")
+    draw = ImageDraw.Draw(canvas)
+    with torch.no_grad():
+        for images, _ in feed.eval_batches("test"):
+            [(_, _, _, theta)] = traced(model, images)  # (B, N, 2): centres in [-1, 1]
+            for k, centres in enumerate(theta.unbind(1)):
+                for cx, cy in ((centres + 1) * side / 2).tolist():
+                    draw.ellipse((cx - 1.5, cy - 1.5, cx + 1.5, cy + 1.5), fill=COLOURS[k])
+    centres = out.with_name(f"{out.stem}_centres.png")
+    canvas.save(centres)
+    print(f"{out}: test images with each transformer's window (red, green, blue, orange); "
+          f"{centres}: window centres over the test set, the image's frame; classes "
           f"{labels.tolist()}")  # fmt: skip
     return out

@@ -1,7 +1,9 @@
-"""Pictures for TensorBoard: the transformer's sampling grid drawn over its input."""
+"""Pictures for TensorBoard and figures: a transformer's sampling grid, or its windows' boxes,
+drawn over its input."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -33,3 +35,48 @@ def draw_grid(images: Tensor, grid: Tensor, lines: int = 5) -> Tensor:
     for channel, value in enumerate((1.0, 0.0, 0.0)):
         rgb[bi, channel, yi, xi] = value
     return rgb
+
+
+COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240))  # fmt: skip
+"""One colour per transformer (1st red, 2nd green, 3rd blue, 4th orange, ...)."""
+
+
+def window_boxes(matrices: Tensor, size: tuple[int, int]) -> Tensor:
+    """Axis-aligned windows (attention, translation) -> their boxes in input pixels.
+
+    Args:
+        matrices: ``(..., 2, 3)`` ``[[s_x, 0, t_x], [0, s_y, t_y]]`` (``stn_repro.st``
+            convention: normalised coordinates, -1 and 1 the input's outer edges).
+        size: the input's ``(H, W)``.
+
+    Returns:
+        ``(..., 4)`` ``(x0, y0, x1, y1)``: the window's outer edges in pixels.
+    """
+    h, w = size
+    sx, tx = matrices[..., 0, 0], matrices[..., 0, 2]
+    sy, ty = matrices[..., 1, 1], matrices[..., 1, 2]
+    return torch.stack([(tx - sx + 1) * w / 2, (ty - sy + 1) * h / 2, (tx + sx + 1) * w / 2,
+                        (ty + sy + 1) * h / 2], -1)  # fmt: skip
+
+
+def draw_boxes(images: Tensor, boxes: Tensor, width: int = 2) -> Tensor:
+    """Draw each transformer's box in its colour (``COLOURS``).
+
+    Args:
+        images: ``(B, 3, H, W)`` in [0, 1].
+        boxes: ``(B, N, 4)`` ``(x0, y0, x1, y1)`` in pixels (``window_boxes``).
+
+    Returns:
+        ``(B, 3, H, W)`` RGB images.
+    """
+    from PIL import Image, ImageDraw
+
+    out = []
+    for image, image_boxes in zip(images, boxes, strict=True):
+        pil = Image.fromarray((image.permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy())
+        draw = ImageDraw.Draw(pil)
+        for k, box in enumerate(image_boxes.tolist()):
+            draw.rectangle(box, outline=COLOURS[k % len(COLOURS)], width=width)
+        out.append(torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255)
+    return torch.stack(out)

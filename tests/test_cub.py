@@ -233,3 +233,26 @@ def test_smoke_experiment_writes_table3(compose_cfg, smoke, tmp_path):
     assert "Paper acc." in table
     found = list((tmp_path / "outputs" / "runs" / "table3_cub").glob("smoke/*/*/seed1"))
     assert len(found) == 4
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from stn_repro.figures import cub_figure
+
+    [four] = [f for f in found if f.parts[-3] == "4xst-cnn-448px"]
+    acc = EventAccumulator(str(four / "tb"))
+    acc.Reload()
+    assert {"images/st_boxes", "images/st_grid", "images/st_output"} <= set(acc.Tags()["images"])
+    figure = cub_figure(four, tmp_path / "cub.png", examples=2)
+    assert Image.open(figure).size[0] > 2 * 448 and (tmp_path / "cub_centres.png").exists()
+
+
+def test_window_boxes_of_the_quadrant_start():
+    from stn_repro.st import build_transform
+    from stn_repro.viz import draw_boxes, window_boxes
+
+    theta = torch.tensor([[-0.5, -0.5], [0.5, 0.5]])
+    boxes = window_boxes(build_transform("translation", scale=0.5).matrix(theta), (448, 448))
+    assert boxes.tolist() == [[0, 0, 224, 224], [224, 224, 448, 448]]
+    drawn = draw_boxes(torch.zeros(1, 3, 448, 448), boxes[None])
+    assert drawn[0, :, 100, 0].tolist() == pytest.approx([230 / 255, 25 / 255, 75 / 255])  # red
+    assert drawn[0, :, 300, 224].tolist() == pytest.approx([60 / 255, 180 / 255, 75 / 255])
+    assert drawn[0, :, 100, 100].sum() == 0  # inside: untouched
