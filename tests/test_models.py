@@ -53,7 +53,7 @@ def test_every_row_trains_and_counts_match(compose_cfg, experiment):
 def test_registry_has_every_model():
     assert set(MODELS) == {"fcn", "cnn", "st_fcn", "st_cnn", "st2_fcn", "st3d_cnn", "proj_cnn",
                            "svhn_cnn", "svhn_st_single", "svhn_st_multi", "gtsrb_cnn", "gtsrb_st1",
-                           "gtsrb_st2"}  # fmt: skip
+                           "gtsrb_st2", "cub_cnn", "cub_st"}  # fmt: skip
 
 
 def test_two_transformers_feed_four_channels(compose_cfg):
