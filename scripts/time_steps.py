@@ -4,6 +4,8 @@ random inputs (no data loading), per row, batch size and width; on a GPU also th
     python scripts/time_steps.py gtsrb [--device cpu|cuda] [--batches 50 256] [--widths 1 0.5]
     python scripts/time_steps.py cub [--device cpu|cuda] [--batches 32]
 
+Default batches: 50 and 256 for gtsrb, 32 for cub.
+
 On a GPU the steps are synchronised before timing. Each figure is the median of --repeats
 timed steps after two warm-up steps. CUB models start from random weights (timing only).
 """
@@ -74,15 +76,16 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("table", choices=sorted(ROWS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batches", type=int, nargs="+", default=[50, 256])
+    parser.add_argument("--batches", type=int, nargs="+")
     parser.add_argument("--widths", type=float, nargs="+", default=[1.0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
+    batches = args.batches or {"gtsrb": [50, 256], "cub": [32]}[args.table]
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print("| Model | width | batch | images/s | peak GPU GiB |\n|---|---:|---:|---:|---:|")
     for width in args.widths:
-        for batch in args.batches:
+        for batch in batches:
             for row, (model_cfg, side, classes) in ROWS[args.table].items():
                 seconds, peak = step_seconds(model_cfg, side, classes, width, batch, device,
                                              args.repeats)  # fmt: skip

@@ -44,12 +44,10 @@ def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: fl
 
 def attention_boxes(theta: Tensor, size: tuple[int, int]) -> Tensor:
     """Attention thetas ``(B, 3)`` = (s, tx, ty) -> the sampled windows ``(B, 4)`` in pixels."""
-    s, tx, ty = theta.unbind(1)
-    h, w = size
-    return torch.stack(
-        [(tx - s + 1) * w / 2, (ty - s + 1) * h / 2, (tx + s + 1) * w / 2, (ty + s + 1) * h / 2],
-        dim=1,
-    )
+    from .st.transforms import Attention
+    from .viz import window_boxes
+
+    return window_boxes(Attention().matrix(theta), size)
 
 
 def digit_boxes(params: Tensor, canvas: int) -> Tensor:

@@ -143,11 +143,12 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
             under = tiles(one).repeat_interleave(st.num_transformers, 0)
             writer.add_image(f"images/{name}_grid", make_grid(draw_grid(under, grid), nrow=8),
                              step)  # fmt: skip
-        if seen.dim() == 4 and isinstance(st.transform, Attention | Translation):  # windows
+        windows = isinstance(st.transform, Attention | Translation)
+        if windows and seen.dim() == 4 and seen.shape[1] in (1, 3):  # images, not feature maps
             boxes = window_boxes(st.transform.matrix(theta), seen.shape[-2:])
             boxes = boxes.view(len(seen), st.num_transformers, 4).cpu()
-            writer.add_image(f"images/{name}_boxes", make_grid(draw_boxes(tiles(seen[:, :3]),
-                             boxes), nrow=8), step)  # fmt: skip
+            writer.add_image(f"images/{name}_boxes", make_grid(draw_boxes(tiles(seen), boxes),
+                                                               nrow=8), step)  # fmt: skip
         for k in range(theta.shape[1]):
             tag = f"theta/{k}" if len(found) == 1 else f"theta/{name}_{k}"
             writer.add_histogram(tag, theta[:, k], step)
@@ -175,7 +176,10 @@ def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     ckpt = load_checkpoint(Path(run_dir), cfg, config_hash(cfg))
     if ckpt is None:
         raise UserError(f"{run_dir} has no checkpoint; train that run first")
-    model = build_model(cfg.model, DataSpec(**ckpt["spec"]))
+    model_cfg = cfg.model
+    if model_cfg.get("pretrained"):  # the checkpoint holds every weight: fetch none
+        model_cfg = OmegaConf.merge(model_cfg, {"pretrained": False})
+    model = build_model(model_cfg, DataSpec(**ckpt["spec"]))
     model.load_state_dict(ckpt["model"])
     return model.eval()
 

@@ -131,8 +131,9 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
     if model.st is None:
         raise UserError("this figure needs a run with transformers (2xST-CNN or 4xST-CNN)")
     [(st, seen, _, theta)] = traced(model, x)
-    boxes = window_boxes(st.transform.matrix(theta.flatten(0, 1)), seen.shape[-2:])
-    drawn = draw_boxes(tiles(seen), boxes.view(len(x), -1, 4))
+    n = st.num_transformers
+    boxes = window_boxes(st.transform.matrix(theta.reshape(-1, 2)), seen.shape[-2:])
+    drawn = draw_boxes(tiles(seen), boxes.view(len(x), n, 4))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(drawn, nrow=4, pad_value=1.0), out)
@@ -143,8 +144,8 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
     draw = ImageDraw.Draw(canvas)
     with torch.no_grad():
         for images, _ in feed.eval_batches("test"):
-            [(_, _, _, theta)] = traced(model, images)  # (B, N, 2): centres in [-1, 1]
-            for k, centres in enumerate(theta.unbind(1)):
+            [(_, _, _, theta)] = traced(model, images)  # centres in [-1, 1]
+            for k, centres in enumerate(theta.view(len(images), n, 2).unbind(1)):
                 for cx, cy in ((centres + 1) * side / 2).tolist():
                     draw.ellipse((cx - 1.5, cy - 1.5, cx + 1.5, cy + 1.5), fill=COLOURS[k])
     centres = out.with_name(f"{out.stem}_centres.png")

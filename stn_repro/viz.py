@@ -64,7 +64,7 @@ def draw_boxes(images: Tensor, boxes: Tensor, width: int = 2) -> Tensor:
     """Draw each transformer's box in its colour (``COLOURS``).
 
     Args:
-        images: ``(B, 3, H, W)`` in [0, 1].
+        images: ``(B, C, H, W)`` in [0, 1], C = 1 or 3.
         boxes: ``(B, N, 4)`` ``(x0, y0, x1, y1)`` in pixels (``window_boxes``).
 
     Returns:
@@ -73,10 +73,12 @@ def draw_boxes(images: Tensor, boxes: Tensor, width: int = 2) -> Tensor:
     from PIL import Image, ImageDraw
 
     out = []
+    images = images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
     for image, image_boxes in zip(images, boxes, strict=True):
         pil = Image.fromarray((image.permute(1, 2, 0).clamp(0, 1) * 255).byte().numpy())
         draw = ImageDraw.Draw(pil)
-        for k, box in enumerate(image_boxes.tolist()):
-            draw.rectangle(box, outline=COLOURS[k % len(COLOURS)], width=width)
+        for k, (x0, y0, x1, y1) in enumerate(image_boxes.tolist()):  # PIL: corners inclusive
+            draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=COLOURS[k % len(COLOURS)],
+                           width=width)  # fmt: skip
         out.append(torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255)
     return torch.stack(out)

@@ -1,6 +1,6 @@
-"""CUB-200-2011 data (Table 3): the metadata, the sample's subset, RGB conversion, the archive's
-checks and extraction, augmentation, and the offline message. The models and the table come
-with the rest of issue 10."""
+"""CUB-200-2011 (Table 3): the metadata, the sample's subset, RGB conversion, the archive's checks
+and extraction, augmentation, the offline messages, the models' shapes and start, the window
+boxes, and a smoke experiment writing the table (random weights)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from PIL import Image
 from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data import cub
 from stn_repro.errors import UserError
+from stn_repro.models import DataSpec, build_model
 
 SAMPLE = PACKAGE_ROOT.parent / "shared" / "data" / "cub_200_2011_sample"
 
@@ -126,7 +127,6 @@ def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(c
     assert "val" not in feed.splits
     train, test = feed.stores["train"], feed.stores["test"]
     assert train.augmented and train[(0, 7)][0].shape == (3, 56, 56)
-    assert torch.equal(train[(0, 7)][0], train[(0, 7)][0])  # the draw decides
     full = torch.from_numpy(h5py.File(train.path)["images"][0])
     flipped = unflipped = 0
     for draw in range(40):
@@ -147,8 +147,6 @@ def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(c
 
 def cub_model(name: str, side: int, n: int = 2, part_size: int = 224):
     from omegaconf import OmegaConf
-
-    from stn_repro.models import DataSpec, build_model
 
     cfg = OmegaConf.create({"name": name, "num_transformers": n, "part_size": part_size,
                             "pretrained": False, "dropout": 0.5,
@@ -256,3 +254,26 @@ def test_window_boxes_of_the_quadrant_start():
     assert drawn[0, :, 100, 0].tolist() == pytest.approx([230 / 255, 25 / 255, 75 / 255])  # red
     assert drawn[0, :, 300, 224].tolist() == pytest.approx([60 / 255, 180 / 255, 75 / 255])
     assert drawn[0, :, 100, 100].sum() == 0  # inside: untouched
+    assert drawn[0, :, 100, 223].tolist() == pytest.approx([230 / 255, 25 / 255, 75 / 255])
+    assert drawn[0, :, 100, 224].sum() == 0  # the first box ends at pixel 223
+
+
+def test_two_transformers_start_on_the_left_and_right_halves_centres():
+    model = cub_model("cub_st", 64, n=2, part_size=32).eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        crops, _ = model.st(x)
+    torch.testing.assert_close(crops[:, 0], x[..., 16:48, :32], atol=1e-5, rtol=0)
+    torch.testing.assert_close(crops[:, 1], x[..., 16:48, 32:], atol=1e-5, rtol=0)
+
+
+def test_window_boxes_are_drawn_for_grey_mnist_attention_models(compose_cfg, tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from stn_repro.engine import log_images
+
+    cfg = compose_cfg("dataset=mnist_rts", "model=st_cnn", "model/transform=attention")
+    model = build_model(cfg.model, DataSpec((1, 42, 42), 10, 2))
+    writer = SummaryWriter(str(tmp_path / "tb"))
+    log_images(writer, model, torch.rand(4, 1, 42, 42), 1)  # grey input: no crash
+    writer.close()

@@ -9,7 +9,8 @@ Inputs arrive in [0, 1] and are mapped to ``2x - 1``, the scaling the pretrained
 expect (torchvision's ``transform_input`` maps ImageNet-normalised inputs to the same).
 
 - CNN: one part network on the whole image, dropout, a 200-way linear classifier.
-- N x ST-CNN: a localisation network (its own trunk, on the image average-pooled to
+- N x ST-CNN (N translation windows, the attention of A.6 with a fixed scale): a localisation
+  network (its own trunk, on the image average-pooled to
   ``part_size`` when the image is larger, e.g. 448 -> 224; then a 1x1 convolution to 128 maps
   and a fully connected layer of 128, each with ReLU) regresses N translations of a window of
   fixed scale 0.5 (``st.Translation``). Each transformer samples a ``part_size`` crop, which
@@ -20,7 +21,10 @@ expect (torchvision's ``transform_input`` maps ImageNet-normalised inputs to the
 
 from __future__ import annotations
 
+import functools
+import pickle
 import socket
+from http.client import HTTPException
 
 import torch
 from omegaconf import DictConfig
@@ -45,6 +49,7 @@ START = {
 DOWNLOAD_TIMEOUT_S = 60
 
 
+@functools.lru_cache(maxsize=1)
 def googlenet_weights() -> dict:
     """The ImageNet GoogLeNet weights through torchvision's weights API (cached by torch.hub);
     one sentence when they cannot be fetched."""
@@ -55,7 +60,8 @@ def googlenet_weights() -> dict:
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a stalled connection fails, never hangs
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
-    except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash a RuntimeError
+    except (OSError, RuntimeError, HTTPException, EOFError, pickle.UnpicklingError) as err:
+        # URLError is an OSError; a bad hash a RuntimeError; a cut or corrupt file the rest
         raise UserError(
             f"the ImageNet GoogLeNet weights could not be fetched ({type(err).__name__}): put "
             f"{weights.url.rsplit('/', 1)[-1]} from {weights.url} into "
@@ -104,10 +110,10 @@ class BirdNet(nn.Module):
             if n not in START:
                 raise UserError(f"model.num_transformers={n}: the CUB models tile with "
                                 f"{', '.join(map(str, sorted(START)))} transformers")  # fmt: skip
-            if side % part_size:
-                raise UserError(f"the CUB input side {side} must be a multiple of "
-                                f"model.part_size={part_size}")  # fmt: skip
-            trunk_side = -(-part_size // 32)  # the trunk's output side
+            if side % part_size or part_size % 32:
+                raise UserError(f"model.part_size={part_size}: must be a multiple of 32 that "
+                                f"divides the input side {side}")  # fmt: skip
+            trunk_side = part_size // 32  # the trunk's output side
             localisation = nn.Sequential(
                 nn.AvgPool2d(side // part_size) if side > part_size else nn.Identity(),
                 inception_trunk(pretrained),
