@@ -11,7 +11,6 @@ and the metadata files, one line per image, keyed by image id (1-based):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from http.client import HTTPException
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-from ..files import atomic_path, locked
+from ..files import locked
 
 URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 ARCHIVE = "CUB_200_2011.tgz"
@@ -87,21 +86,10 @@ def check_archive(archive: Path) -> None:
                         "to download it again")  # fmt: skip
 
 
-def download(archive: Path) -> None:
-    """Download the archive to ``archive`` (whole or not at all)."""
-    from torchvision.datasets.utils import download_url
-
-    with atomic_path(archive) as tmp:
-        try:
-            download_url(URL, str(tmp.parent), filename=tmp.name)
-        except (OSError, HTTPException) as err:  # URLError is an OSError
-            raise UserError(f"{offline_message(archive.parent)} ({type(err).__name__})") from None
-
-
 def dataset_dir(root: str | Path) -> Path:
     """The extracted ``CUB_200_2011`` folder under ``root``, extracting (after checking its
     size and MD5) or downloading the archive first when needed."""
-    from .sources import extract_folder
+    from .sources import download_file, extract_folder
 
     root = Path(root)
     folder = root / FOLDER
@@ -112,7 +100,7 @@ def dataset_dir(root: str | Path) -> Path:
         if not (folder / METADATA[0]).exists():
             archive = root / ARCHIVE
             if not archive.exists():
-                download(archive)
+                download_file(URL, archive, offline_message(root))
             check_archive(archive)
             extract_folder(archive, folder, METADATA[0])
     return folder

@@ -46,6 +46,22 @@ SAFE_EXTRACT = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 """Refuse archive members that would land outside the folder (Python >= 3.10.12)."""
 
 
+def download_file(url: str, path: Path, offline: str) -> None:
+    """Download ``url`` to ``path`` (whole or not at all, via torchvision's ``download_url``);
+    ``UserError(offline)`` naming the failure when it cannot be fetched."""
+    from http.client import HTTPException
+
+    from torchvision.datasets.utils import download_url
+
+    from ..files import atomic_path
+
+    with atomic_path(path) as tmp:
+        try:
+            download_url(url, str(tmp.parent), filename=tmp.name)
+        except (OSError, HTTPException) as err:  # URLError is an OSError
+            raise UserError(f"{offline} ({type(err).__name__})") from None
+
+
 def extract_folder(archive: Path, folder: Path, marker: str) -> None:
     """Extract the tar archive ``archive`` and put its top folder ``folder.name`` at ``folder``
     whole: extracted into a staging folder beside it, checked to hold ``marker`` (a path inside

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from http.client import HTTPException
 from pathlib import Path
 
 import h5py
@@ -24,8 +23,8 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from ..errors import UserError
-from ..files import atomic_path, locked, write_atomic
-from .sources import extract_folder, md5sum
+from ..files import locked, write_atomic
+from .sources import download_file, extract_folder, md5sum
 
 URL = "http://ufldl.stanford.edu/housenumbers/{part}.tar.gz"
 PARTS = ("train", "test", "extra")
@@ -180,17 +179,6 @@ def record_archive(root: Path, archive: Path, seen: dict) -> None:
         write_atomic(record_path, json.dumps(record, indent=1, sort_keys=True))
 
 
-def download(part: str, archive: Path) -> None:
-    """Download ``part``'s archive to ``archive`` (whole or not at all)."""
-    from torchvision.datasets.utils import download_url
-
-    with atomic_path(archive) as tmp:
-        try:
-            download_url(URL.format(part=part), str(tmp.parent), filename=tmp.name)
-        except (OSError, HTTPException) as err:  # URLError is an OSError
-            raise UserError(f"{offline_message(archive.parent)} ({type(err).__name__})") from None
-
-
 def part_dir(root: str | Path, part: str) -> Path:
     """The extracted folder of ``part`` (train, test or extra), extracting or downloading its
     archive first when needed. The folder appears whole (extracted beside it, then renamed)."""
@@ -206,7 +194,7 @@ def part_dir(root: str | Path, part: str) -> Path:
             return folder
         archive = root / f"{part}.tar.gz"
         if not archive.exists():
-            download(part, archive)
+            download_file(URL.format(part=part), archive, offline_message(root))
         seen = check_archive(root, archive)
         extract_folder(archive, folder, "digitStruct.mat")
         record_archive(root, archive, seen)
