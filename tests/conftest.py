@@ -70,3 +70,17 @@ def invoke(capsys, monkeypatch):
         return code, *capsys.readouterr()
 
     return run
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: torchvision's ``download_url``, through which every dataset download here
+    goes, raises the ``URLError`` an offline machine gives."""
+    from urllib.error import URLError
+
+    import torchvision.datasets.utils as tv_utils
+
+    def refuse(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(tv_utils, "download_url", refuse)
