@@ -23,15 +23,14 @@ from .engine import load_trained, tiles, traced
 from .errors import UserError
 
 
-def load_run(run_dir: str | Path, examples: int):
-    """A finished run's model and ``examples`` test inputs and labels (the feed's preview)."""
+def load_run(run_dir: str | Path):
+    """A finished run's model and its data feed (on the CPU); ``feed.preview(n)`` gives test
+    inputs and labels."""
     run_dir = Path(run_dir)
     if not (run_dir / "metrics.json").exists():
         raise UserError(f"{run_dir} holds no finished run (no metrics.json); train it first")
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    model = load_trained(cfg, run_dir)
-    x, labels = make_feed(cfg, torch.device("cpu")).preview(examples)
-    return model, x, labels
+    return load_trained(cfg, run_dir), make_feed(cfg, torch.device("cpu"))
 
 
 def scaled(images: Tensor) -> Tensor:
@@ -42,7 +41,8 @@ def scaled(images: Tensor) -> Tensor:
 def addition_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> Path:
     """One row per test example: input channels 0 and 1, then each transformer's output per
     channel (a 2xST model that learnt the task shows each transformer taking one digit)."""
-    model, x, labels = load_run(run_dir, examples)
+    model, feed = load_run(run_dir)
+    x, labels = feed.preview(examples)
     if model.st is None:
         raise UserError("this run has no spatial transformer to show")
     with torch.no_grad():
@@ -60,7 +60,8 @@ def addition_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> 
 def volume_figure(run_dir: str | Path, out: str | Path, examples: int = 6) -> Path:
     """The paper's Fig. 5: per test example, the input volume summed along depth, height and
     width, then the 3D transformer's 2D output (its volume summed over depth)."""
-    model, x, labels = load_run(run_dir, examples)
+    model, feed = load_run(run_dir)
+    x, labels = feed.preview(examples)
     with torch.no_grad():
         projected, _ = model.st(x)  # (B, 1, H, W)
     views = [x.sum(2), x.sum(3), x.sum(4), projected]  # each (B, 1, 60, 60)
@@ -80,7 +81,8 @@ def svhn_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path
     from .st import Affine, compose_affine
     from .viz import draw_grid
 
-    model, x, labels = load_run(run_dir, examples)
+    model, feed = load_run(run_dir)
+    x, labels = feed.preview(examples)
     found = traced(model, x)
     if not found or not all(isinstance(st.transform, Affine) for st, *_ in found):
         raise UserError("this figure needs a run with affine transformers (ST-CNN Single/Multi)")
@@ -103,7 +105,8 @@ def gtsrb_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Pat
     first transformer's sampling grid drawn on it, and that transformer's output."""
     from .viz import draw_grid
 
-    model, x, labels = load_run(run_dir, examples)
+    model, feed = load_run(run_dir)
+    x, labels = feed.preview(examples)
     found = traced(model, x)
     if not found:
         raise UserError("this figure needs a run with a transformer (CNN + 1 ST or CNN + 2 ST)")
@@ -127,7 +130,8 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
 
     from .viz import COLOURS, draw_boxes, window_boxes
 
-    model, x, labels = load_run(run_dir, examples)
+    model, feed = load_run(run_dir)
+    x, labels = feed.preview(examples)
     if model.st is None:
         raise UserError("this figure needs a run with transformers (2xST-CNN or 4xST-CNN)")
     [(st, seen, _, theta)] = traced(model, x)
@@ -137,8 +141,6 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_image(make_grid(drawn, nrow=4, pad_value=1.0), out)
-    cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    feed = make_feed(cfg, torch.device("cpu"))
     side = 256
     canvas = Image.new("RGB", (side, side), "white")
     draw = ImageDraw.Draw(canvas)
