@@ -23,10 +23,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from . import config, signals, sweep
+from . import config, distributed, signals, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
-from .experiment import run_experiment
+from .experiment import run_experiment, run_lock
 from .files import Busy, locked
 from .schema import unknown_key_message, validate
 
@@ -35,23 +35,33 @@ FIXABLE = (UserError, TrainingDiverged)
 
 
 def run(cfg: DictConfig, overrides: list[str]) -> None:
-    """Validate ``cfg``, then run the experiment it names or the one run it describes."""
+    """Validate ``cfg``, then run the experiment it names or the one run it describes (under
+    ``torchrun``: as one of several processes training each run together)."""
     cfg = validate(cfg)
     check_writable(cfg.paths)
-    if cfg.experiment is not None:
-        run_experiment(cfg, overrides)
-        return
+    ranks = distributed.start(cfg.device)
+    try:
+        if cfg.experiment is not None:
+            run_experiment(cfg, overrides)
+        else:
+            run_one(cfg, ranks)
+    finally:
+        distributed.stop()
+
+
+def run_one(cfg: DictConfig, ranks: distributed.Ranks) -> None:
     if cfg.row is not None or cfg.table_only:
         raise UserError("row=... and table_only=true need an experiment=...")
     where = config.run_dir(cfg)
     try:
-        with locked(where, wait=False):
+        with run_lock(where, ranks, wait=False):
             metrics = train_run(cfg, where)
     except Busy:
         print(f"{where}: another process is running it; waiting for it to finish")
         with locked(where):
             metrics = train_run(cfg, where)
-    print(f"test error {metrics['test_error']:.2f}% ({metrics['params']:,} params) -> {where}")
+    if ranks.main:
+        print(f"test error {metrics['test_error']:.2f}% ({metrics['params']:,} params) -> {where}")
 
 
 def check_writable(paths: DictConfig) -> None:

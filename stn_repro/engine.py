@@ -3,6 +3,8 @@
 ``train_run(cfg, run_dir, meta)`` trains exactly one model and writes, in ``run_dir``:
 ``config.yaml`` (the resolved config), ``tb/`` (TensorBoard), ``checkpoint.pt`` (atomic, for
 resuming) and ``metrics.json`` (atomic, written last: a run is finished when it exists).
+Under ``torchrun`` every process runs ``train_run`` for the same run and they train it as
+one (``distributed``): rank 0 writes, the others compute.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import signals
+from . import distributed, signals
 from .config import config_hash
 from .data.feeds import make_feed
+from .distributed import ALONE, Ranks
 from .errors import UserError
 from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
@@ -34,11 +37,15 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
+    """The device ``name`` (auto, cpu, cuda, cuda:N) means. Among several ranks, auto and
+    cuda mean this machine's ``where.local``-th GPU."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but no GPU is visible; use device=cpu")
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("device=cuda was asked for but no GPU is visible; use device=cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and where.several:
+        return torch.device("cuda", where.local)
     return torch.device(name)
 
 
@@ -75,14 +82,17 @@ def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimi
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, feed, split: str, task) -> float:
-    """% of the samples of ``split`` the model gets wrong (the task decides what is wrong)."""
+def evaluate(model: nn.Module, feed, split: str, task, where: Ranks = ALONE) -> float:
+    """% of the samples of ``split`` the model gets wrong (the task decides what is wrong);
+    with several ranks, each scores its share and the counts are summed."""
     model.eval()
     wrong = seen = 0
-    for x, y in feed.eval_batches(split):
+    for x, y in feed.eval_batches(split, where):
         wrong += int(task.wrong(model(x), y))
         seen += len(y)
     model.train()
+    device = next(model.parameters()).device
+    wrong, seen = distributed.total(torch.tensor([wrong, seen], device=device), where).tolist()
     return 100.0 * wrong / max(seen, 1)
 
 
@@ -184,6 +194,13 @@ def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
+class NoWriter:
+    """What ranks other than 0 log to: nothing (every SummaryWriter method does nothing)."""
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
+
 def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
     """Train, or resume, or skip (when finished) the run ``cfg`` describes; return its metrics.
 
@@ -191,13 +208,18 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     """
     run_dir = Path(run_dir)
     chash = config_hash(cfg)
-    if cfg.get("overwrite"):
+    where = distributed.ranks()  # alone, or one of several processes training this run
+    if cfg.get("overwrite") and where.main:
         clear_run(run_dir)
+    distributed.barrier(where)  # rank 0 holds the run's lock (and has cleared it): read it
     done = finished_metrics(run_dir, cfg, chash)
     if done is not None:
         return done
     schedule = cfg.schedule
-    device = pick_device(cfg.device)
+    if schedule.batch_size % where.world:
+        raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
+                        f"{where.world} processes; choose a multiple of {where.world}")  # fmt: skip
+    device = pick_device(cfg.device, where)
     ckpt = load_checkpoint(run_dir, cfg, chash)
 
     # ---- data and task ---------------------------------------------------------------------
@@ -216,71 +238,98 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
+    net = model  # what the training step calls: with several ranks, the gradient-averaging DDP
+    if where.several:
+        from torch.nn.parallel import DistributedDataParallel
 
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    from torch.utils.tensorboard import SummaryWriter
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)  # each rank its own dropout draws
 
-    # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
-    writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+    writer = NoWriter()
+    if where.main:
+        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        from torch.utils.tensorboard import SummaryWriter
+
+        # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
+        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
     log = schedule.log
     preview, _ = feed.preview(32)
 
     def checkpoint(iteration: int) -> None:
-        save_checkpoint(run_dir, {
-            "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
-            "spec": asdict(spec), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "code": code_version(), "rng": rng_state(),
-        })  # fmt: skip
+        states = distributed.gathered(rng_state(), where)  # every rank's dropout draws
+        if where.main:
+            save_checkpoint(run_dir, {
+                "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
+                "spec": asdict(spec), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "code": code_version(), "rng": states[0],
+                **({"rng_ranks": states} if where.several else {}),
+            })  # fmt: skip
 
-    if ckpt is not None and "rng" in ckpt:  # dropout draws continue as if never interrupted
-        set_rng_state(ckpt["rng"])
+    if ckpt is not None:  # dropout draws continue as if never interrupted
+        states = ckpt.get("rng_ranks", [ckpt.get("rng")])
+        if len(states) == where.world and states[where.rank] is not None:
+            set_rng_state(states[where.rank])  # (resumed on another number of ranks: new draws)
 
     # ---- training loop ----------------------------------------------------------------------
     model.train()
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
-               disable=not cfg.progress, desc=str(run_dir.parent.name), leave=False)  # fmt: skip
-    batches = feed.train_batches(start)
+               disable=not (cfg.progress and where.main), desc=str(run_dir.parent.name),
+               leave=False)  # fmt: skip
+    batches = feed.train_batches(start, where)
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
-        # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L). The feed's batches never end.
+        # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L): this rank's share of the batch.
+        # The feed's batches never end.
         for it, (x, y) in zip(bar, batches, strict=False):
             factor = lr_factor(schedule, it)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr * factor * group["lr_scale"]
-            logits = model(x)  # (B, classes) or (B, L, classes)
+            logits = net(x)  # (B, classes) or (B, L, classes)
             loss = task.loss(logits, y)
-            if not torch.isfinite(loss):
+            stopping = stop.requested  # a signal arriving later is seen at the next step
+            if where.several:  # all ranks agree on the batch's mean loss and on stopping
+                shared = distributed.total(
+                    torch.stack([loss.detach().float(), loss.new_tensor(stopping)]), where
+                )
+                batch_loss, stopping = shared[0] / where.world, bool(shared[1])
+            else:
+                batch_loss = loss.detach()
+            if not torch.isfinite(batch_loss):
                 raise TrainingDiverged(
-                    f"the loss became {loss.item()} at iteration {it} of {run_dir}; rerun with a "
-                    f"lower learning rate, e.g. schedule.lr={schedule.lr / 10:g} (a new run, in "
-                    "its own directory)"
+                    f"the loss became {batch_loss.item()} at iteration {it} of {run_dir}; rerun "
+                    f"with a lower learning rate, e.g. schedule.lr={schedule.lr / 10:g} (a new "
+                    "run, in its own directory)"
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step = it + 1
             if step % log.every == 0 or step == schedule.iterations:
-                error = 100.0 * task.wrong(logits, y).item() / len(y)
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/error", error, step)
+                wrong = distributed.total(torch.stack([task.wrong(logits, y),
+                                                       y.new_tensor(len(y))]), where)  # fmt: skip
+                writer.add_scalar("train/loss", batch_loss.item(), step)
+                writer.add_scalar("train/error", 100.0 * wrong[0].item() / wrong[1].item(), step)
                 writer.add_scalar("train/lr", schedule.lr * factor, step)
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % log.image_every == 0 or step == schedule.iterations:
+                bar.set_postfix(loss=f"{batch_loss.item():.3f}")
+            if where.main and (step % log.image_every == 0 or step == schedule.iterations):
                 log_images(writer, model, preview, step)
             if step % log.eval_every == 0 and step != schedule.iterations:
-                writer.add_scalar(f"{watch}/error", evaluate(model, feed, watch, task), step)
-            if step % log.checkpoint_every == 0 or step == schedule.iterations or stop.requested:
+                error = evaluate(model, feed, watch, task, where)
+                writer.add_scalar(f"{watch}/error", error, step)
+            if step % log.checkpoint_every == 0 or step == schedule.iterations or stopping:
                 elapsed += time.perf_counter() - tic
                 tic = time.perf_counter()
                 checkpoint(step)
                 writer.flush()
-            stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
+            if stopping:
+                stop.request()  # the ranks that got no signal stop with the one that did
+                stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
     del batches  # stops DataLoader workers
     elapsed += time.perf_counter() - tic
 
     # ---- evaluation and metrics ----------------------------------------------------------
-    val_error = evaluate(model, feed, "val", task) if "val" in feed.splits else None
-    test_error = evaluate(model, feed, "test", task)
+    val_error = evaluate(model, feed, "val", task, where) if "val" in feed.splits else None
+    test_error = evaluate(model, feed, "test", task, where)
     params = count_params(model)
     if val_error is not None:
         writer.add_scalar("val/error", val_error, schedule.iterations)
@@ -310,9 +359,13 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "seed": int(cfg.seed),
         "config_hash": chash,
         "device": str(device),
+        "processes": where.world,  # training it together (torchrun)
         "torch": torch.__version__,
         "code": code_version(),
         "host": platform.node(),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return write_json(run_dir / "metrics.json", metrics)
+    if where.main:
+        metrics = write_json(run_dir / "metrics.json", metrics)
+    distributed.barrier(where)  # the run is finished for every rank
+    return metrics

@@ -6,15 +6,18 @@ records the experiment's finished runs as its column and rewrites the table.
 
 Concurrent launches share the work: a run another process holds (a lock per run directory) is
 left for later; once the free runs are done, this launch waits for the held ones and then
-finds them finished (or resumes them, if their process died).
+finds them finished (or resumes them, if their process died). Under ``torchrun`` all ranks
+take the runs in order together, and rank 0 alone takes the locks and writes the table.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 from omegaconf import DictConfig
 
+from . import distributed
 from .config import config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
@@ -123,6 +126,8 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
                   "it is trained but the table leaves it out")  # fmt: skip
     if not cfg.table_only:
         run_all(cfg, overrides, todo)
+    if not distributed.ranks().main:
+        return
     out = cfg.paths.output_dir
     with table_lock(out, exp.table):
         finished = [m for r in table if (m := finished_run(r.where, config_hash(r.cfg)))]
@@ -134,25 +139,31 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
 def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
     """Run each run whose lock is free, then wait for (and finish) those others held."""
     coloc = cfg.experiment.get("runner", "classify") == "coloc"
+    where = distributed.ranks()
+    if coloc and where.several:
+        raise UserError(f"{cfg.experiment.name} co-localises (no training loop to share): run "
+                        "it as one process, without torchrun")  # fmt: skip
     if coloc:
         from .coloc import colocalise_run
 
         head = train_encoder(cfg, overrides).head
 
+    say = print if where.main else lambda *_: None  # once, not once per rank
+
     def run_one(run: Run) -> None:
-        print(f"{run.label} -> {run.where}")
+        say(f"{run.label} -> {run.where}")
         if coloc:
             metrics = colocalise_run(run.cfg, run.where, head, run.meta)
             result = f"{metrics['localised_pct']:.0f}% localised"
         else:
             metrics = train_run(run.cfg, run.where, run.meta)
             result = f"{metrics['test_error']:.2f}% error"
-        print(f"{run.label}: {result}, {metrics['params']:,} params")
+        say(f"{run.label}: {result}, {metrics['params']:,} params")
 
     held = []
     for run in runs:
         try:
-            with locked(run.where, wait=False):
+            with run_lock(run.where, where, wait=False):
                 run_one(run)
         except Busy:
             print(f"{run.label}: another process is running it; coming back to it")
@@ -160,3 +171,11 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
     for run in held:
         with locked(run.where):
             run_one(run)
+
+
+def run_lock(path: Path, where: distributed.Ranks, wait: bool):
+    """The run's lock (``files.locked``), taken by rank 0 alone. Several ranks take the runs in
+    the same order, so rank 0 waits for a held run instead of coming back to it."""
+    if not where.main:
+        return nullcontext()
+    return locked(path, wait=wait or where.several)

@@ -33,6 +33,11 @@ class Stop:
     def requested(self) -> bool:
         return self.signum is not None
 
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        """Stop as if ``signum`` had arrived (another process training this run got a signal)."""
+        if self.signum is None:
+            self.signum = signum
+
     def check(self, where: str) -> None:
         """Raise ``Interrupted`` if a stop signal arrived (call after saving a checkpoint)."""
         if self.signum is not None:

@@ -9,7 +9,10 @@ Both give ``train_batches(start)``: the batches of iterations ``start, start + 1
 ``(x, y)`` on the device, x float ``(B, C, ...)`` in [0, 1] (or normalised, where the
 dataset's params ask for it: ``input_normalisation``). Batch ``t`` depends only on
 (seed, t), so a resumed run sees the batches it would have seen. ``eval_batches(split)`` walks
-a whole evaluation split (``val`` where the dataset has one, ``test``).
+a whole evaluation split (``val`` where the dataset has one, ``test``). Given ``where`` (this
+process's place among several training together, ``distributed.Ranks``), both give this
+rank's share only: its slice of each global batch, and samples ``rank, rank + world, ...`` of
+the split.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
+from ..distributed import ALONE, shard
 from . import load_split, make_inputs
 from .stored import StoredImages
 
@@ -73,7 +77,7 @@ class MemoryFeed:
         x = self.inputs(split.images[idx].to(self.device), split.params[idx].to(self.device))
         return x, split.labels[idx].to(self.device)
 
-    def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         cfg, bs = self.cfg, int(self.cfg.schedule.batch_size)
         data, seen = self.train, 0
         iteration = start
@@ -82,13 +86,15 @@ class MemoryFeed:
                 data, seen = load_split(cfg.dataset, "train", cfg.paths.data_dir,
                                         cfg.paths.cache_dir, epoch=epoch,
                                         limit=cfg.schedule.train_limit), epoch  # fmt: skip
-            yield self.batch(data, batch_indices(self.train_size, bs, iteration, int(cfg.seed)))
+            idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed))
+            yield self.batch(data, shard(idx, where))
             iteration += 1
 
-    def eval_batches(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
+    def eval_batches(self, split: str, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         data = self.splits[split]
-        for start in range(0, len(data), EVAL_BATCH):
-            yield self.batch(data, slice(start, start + EVAL_BATCH))
+        share = torch.arange(where.rank, len(data), where.world)
+        for start in range(0, len(share), EVAL_BATCH):
+            yield self.batch(data, share[start : start + EVAL_BATCH])
 
     def preview(self, n: int) -> tuple[Tensor, Tensor]:
         """The first ``n`` test samples."""
@@ -99,17 +105,20 @@ def quiet_worker(_: int) -> None:
     """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them,
     and open their own file handles (an HDF5 handle inherited through fork is not safe)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    torch.utils.data.get_worker_info().dataset.file = None
+    dataset = torch.utils.data.get_worker_info().dataset
+    getattr(dataset, "dataset", dataset).file = None  # a Subset's (evaluation shards) too
 
 
 class ResumedBatches:
     """A batch sampler yielding the batches of iterations ``start, start + 1, ...``: lists of
     indices, or of ``(index, draw)`` pairs when samples are augmented (``draw`` seeds that
-    sample's augmentation, unique per iteration and position)."""
+    sample's augmentation, unique per iteration and position in the global batch); with
+    ``where``, this rank's slice of each."""
 
-    def __init__(self, n: int, batch_size: int, start: int, seed: int, augment: bool):
+    def __init__(self, n: int, batch_size: int, start: int, seed: int, augment: bool,
+                 where=ALONE):  # fmt: skip
         self.n, self.batch_size, self.start, self.seed = n, batch_size, start, seed
-        self.augment = augment
+        self.augment, self.where = augment, where
 
     def __iter__(self):
         iteration = self.start
@@ -118,7 +127,7 @@ class ResumedBatches:
             if self.augment:
                 first = (self.seed * 1_000_003 + iteration) * self.batch_size
                 idx = [(i, first + k) for k, i in enumerate(idx)]
-            yield idx
+            yield shard(idx, self.where)
             iteration += 1
 
 
@@ -204,19 +213,22 @@ class FileFeed:
             x = self.normalise(x)
         return x, labels.to(self.device, non_blocking=True)
 
-    def train_batches(self, start: int) -> Iterator[tuple[Tensor, Tensor]]:
+    def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         sampler = ResumedBatches(
             self.train_size,
             int(self.cfg.schedule.batch_size),
             start,
             int(self.cfg.seed),
             self.stores["train"].augmented,
+            where,
         )
         for images, labels in self.loader(self.stores["train"], batch_sampler=sampler):
             yield self.to_device(images, labels)
 
-    def eval_batches(self, split: str) -> Iterator[tuple[Tensor, Tensor]]:
-        for images, labels in self.loader(self.splits[split], batch_size=EVAL_BATCH):
+    def eval_batches(self, split: str, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
+        data = self.splits[split]
+        share = Subset(data, range(where.rank, len(data), where.world))
+        for images, labels in self.loader(share, batch_size=EVAL_BATCH):
             yield self.to_device(images, labels)
 
     def preview(self, n: int) -> tuple[Tensor, Tensor]:
