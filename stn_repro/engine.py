@@ -28,7 +28,14 @@ from .distributed import ALONE, Ranks
 from .errors import UserError
 from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
-from .runs import clear_run, code_version, finished_metrics, load_checkpoint, save_checkpoint
+from .runs import (
+    clear_run,
+    code_version,
+    finished_metrics,
+    load_checkpoint,
+    save_checkpoint,
+    save_snapshot,
+)
 from .st import SpatialTransformer
 from .tasks import TASKS
 
@@ -271,6 +278,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             set_rng_state(states[where.rank])  # (resumed on another number of ranks: new draws)
 
     # ---- training loop ----------------------------------------------------------------------
+    if log.snapshot_every and start == 0 and where.main:
+        save_snapshot(run_dir, 0, model.state_dict())  # the first frame: the untrained model
     model.train()
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
@@ -313,6 +322,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                 bar.set_postfix(loss=f"{batch_loss.item():.3f}")
             if where.main and (step % log.image_every == 0 or step == schedule.iterations):
                 log_images(writer, model, preview, step)
+            if where.main and log.snapshot_every and step % log.snapshot_every == 0:
+                save_snapshot(run_dir, step, model.state_dict())
             if step % log.eval_every == 0 and step != schedule.iterations:
                 error = evaluate(model, feed, watch, task, where)
                 writer.add_scalar(f"{watch}/error", error, step)

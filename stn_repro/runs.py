@@ -151,9 +151,24 @@ def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
     return None
 
 
+def save_snapshot(run_dir: Path, iteration: int, model_state: dict) -> None:
+    """Keep the model's weights at ``iteration`` (``snapshots/<iteration>.pt``, for
+    animations of training: ``schedule.log.snapshot_every``)."""
+    buf = io.BytesIO()
+    torch.save({"iteration": iteration, "model": model_state}, buf)
+    write_atomic(Path(run_dir) / "snapshots" / f"{iteration:08d}.pt", buf.getvalue())
+
+
+def load_snapshots(run_dir: Path) -> list[dict]:
+    """Every snapshot of the run (``{"iteration", "model"}``), in training order."""
+    found = sorted((Path(run_dir) / "snapshots").glob("*.pt"))
+    return [torch.load(path, map_location="cpu") for path in found]
+
+
 def clear_run(run_dir: Path) -> None:
     """Delete what a run wrote (``overwrite=true``)."""
     run_dir = Path(run_dir)
     for name in ("metrics.json", "config.yaml", *CHECKPOINTS):
         (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tb", ignore_errors=True)
+    for folder in ("tb", "snapshots"):
+        shutil.rmtree(run_dir / folder, ignore_errors=True)

@@ -90,6 +90,7 @@ class Log:
     eval_every: int = checked(at_least(1))
     image_every: int = checked(at_least(1))
     checkpoint_every: int = checked(at_least(1))
+    snapshot_every: int = checked(at_least(0), 0)  # model snapshots for animations (0: none)
 
 
 @dataclass
