@@ -1,0 +1,226 @@
+"""Pose recovery: how much of each test image's known distortion a spatial transformer undoes.
+
+Coordinates are normalised as in ``stn_repro.st`` (x right, y down, the image spans [-1, 1]).
+The generator's distortion ``D`` maps canvas coordinates to the upright digit's (the image is
+``digit(D(p))``); the transformer's ``T`` maps its output coordinates to its input's (the
+canvas). Their composition ``R = D T`` maps the transformer's output onto the digit. A
+transformer that brings every digit to one pose makes ``R`` the same for every image (whatever
+that pose is), so what is left of the distortion is the spread of ``R`` over the test set; with
+``T`` the identity, ``R = D`` and the spread is the input's. All transforms are ``(N, 3, 3)``
+homogeneous float64 matrices.
+
+Measures of the spread of ``R`` (``spreads``), in the digit's own units:
+- ``rotation_deg``: circular standard deviation of the rotation of ``R``'s linear part at the
+  output's centre (its Jacobian there; the angle of the nearest similarity).
+- ``log_scale``: standard deviation of the log of that part's scale, ``sqrt|det|``.
+- ``translation_px``: RMS distance of the output centre's place on the digit from its mean, in
+  pixels of the 28px digit.
+- ``corners_px``: the same for the output's four corners (every kind of distortion, projective
+  included).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .data.generators import CORNERS, homographies, similarity
+from .data.sources import DIGIT
+from .st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transform
+
+# The measures reported per generator (all are computed).
+MEASURES = {
+    "rotate": ["rotation_deg"],
+    "rts": ["rotation_deg", "log_scale", "translation_px"],
+    "projective": ["corners_px"],
+    "addition": ["rotation_deg", "log_scale", "translation_px"],
+}
+PIXELS = DIGIT / 2  # digit pixels per normalised unit
+
+
+def to_homogeneous(affine: Tensor) -> Tensor:
+    """``(N, 2, 3)`` affine matrices -> ``(N, 3, 3)``."""
+    last = torch.tensor([0.0, 0.0, 1.0], dtype=affine.dtype).expand(len(affine), 1, 3)
+    return torch.cat([affine, last], dim=1)
+
+
+def tps_affine_part(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
+    """The affine component ``(N, 2, 3)`` of thin plate spline warps ``theta`` ``(N, 2K)``: the
+    spline is that affine map plus a bending term that vanishes far from the control points."""
+    targets = theta.double().view(len(theta), -1, 2)  # (N, K, 2)
+    k = tps.num_control_points
+    coeffs = tps._inverse[k:].to(targets) @ targets  # (3, K) @ (N, K, 2): rows for 1, x, y
+    return coeffs[:, [1, 2, 0]].transpose(1, 2)  # (N, 2, 3): [[a_x, b_x, c], [a_y, b_y, c]]
+
+
+def transform_matrices(transform: Transform, theta: Tensor) -> Tensor:
+    """A 2D transformer's ``T`` ``(N, 3, 3)`` (output -> input) for theta ``(N, P)``; thin
+    plate splines by their affine part."""
+    theta = theta.detach().double().cpu()
+    if isinstance(transform, Projective):
+        return transform.matrix(theta)
+    if isinstance(transform, ThinPlateSpline):
+        return to_homogeneous(tps_affine_part(transform, theta))
+    if isinstance(transform, MatrixTransform) and transform.dim == 2:
+        return to_homogeneous(transform.matrix(theta).double())
+    raise ValueError(f"no pose measure for {type(transform).__name__} transforms")
+
+
+def distortions(generator: str, params: Tensor, canvas: int | None = None) -> list[Tensor]:
+    """Each test image's ``D`` (canvas -> digit), one ``(N, 3, 3)`` per input channel, from the
+    parameters the generator kept (``generators.PARAM_NAMES``)."""
+    params = params.double()
+    n = len(params)
+
+    def rts(p: Tensor, size: int) -> Tensor:
+        return to_homogeneous(similarity(p[:, 0], p[:, 1], p[:, 2:4], size).view(n, 2, 3))
+
+    if generator == "rotate":
+        one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, 2, dtype=torch.float64)
+        return [to_homogeneous(similarity(params[:, 0], one, zero, DIGIT).view(n, 2, 3))]
+    if generator == "rts":
+        return [rts(params, canvas)]
+    if generator == "addition":
+        return [rts(params[:, 0:4], canvas), rts(params[:, 4:8], canvas)]
+    if generator == "projective":
+        corners = params[:, :1, None] * CORNERS + 2 * params[:, 1:9].view(n, 4, 2) / DIGIT
+        return [Projective().matrix(homographies(corners, CORNERS.expand(n, 4, 2)))]
+    raise ValueError(f"no pose measure for the {generator!r} generator; use {sorted(MEASURES)}")
+
+
+def apply(h: Tensor, points: Tensor) -> Tensor:
+    """Points ``(P, 2)`` through homographies ``(N, 3, 3)`` -> ``(N, P, 2)``."""
+    uvw = torch.einsum("nij,pj->npi", h, torch.cat([points, torch.ones(len(points), 1)], 1))
+    return uvw[..., :2] / uvw[..., 2:]
+
+
+def centre_jacobian(h: Tensor) -> Tensor:
+    """The ``(N, 2, 2)`` derivative of homographies ``h`` at the origin (their linear part,
+    for affine ones)."""
+    w = h[:, 2, 2, None, None]
+    return (h[:, :2, :2] * w - h[:, :2, 2:] * h[:, 2:, :2]) / w**2
+
+
+def circular_sd_deg(angles: Tensor) -> float:
+    """Circular standard deviation ``sqrt(-2 ln |mean exp(i a)|)`` of angles in degrees."""
+    a = torch.deg2rad(angles.double())
+    mean_resultant = torch.hypot(torch.cos(a).mean(), torch.sin(a).mean()).clamp(max=1.0)
+    return math.degrees(math.sqrt(-2 * math.log(mean_resultant.item())))
+
+
+def rms_spread(points: Tensor) -> float:
+    """RMS distance of points ``(N, ..., 2)`` from their mean over N."""
+    return (points - points.mean(0)).square().sum(-1).mean().sqrt().item()
+
+
+def spreads(r: Tensor) -> dict[str, float]:
+    """The spread measures (module doc) of transforms ``r`` ``(N, 3, 3)``."""
+    j = centre_jacobian(r)
+    angle = torch.rad2deg(torch.atan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
+    log_scale = 0.5 * torch.log(torch.linalg.det(j).abs())
+    return {
+        "rotation_deg": circular_sd_deg(angle),
+        "log_scale": log_scale.std(unbiased=False).item(),
+        "translation_px": PIXELS * rms_spread(apply(r, torch.zeros(1, 2, dtype=r.dtype))),
+        "corners_px": PIXELS * rms_spread(apply(r, CORNERS.to(r.dtype))),
+    }
+
+
+def pose_recovery(generator: str, d: Tensor, t: Tensor) -> dict[str, dict[str, float]]:
+    """For distortions ``d`` and the transformer's ``t`` (both ``(N, 3, 3)``): per measure of
+    ``MEASURES[generator]``, the input's spread, the residual's, and the % removed."""
+    before, after = spreads(d), spreads(d @ t)
+    return {
+        m: {"input": before[m], "residual": after[m],
+            "removed_pct": 100.0 * (1 - after[m] / before[m]) if before[m] > 0 else math.nan}
+        for m in MEASURES[generator]
+    }  # fmt: skip
+
+
+# ---- finished runs -----------------------------------------------------------------------------
+
+EXPERIMENTS = ("table1_r", "table1_rts", "table1_p", "table4_addition")
+FIELDS = ["experiment", "column", "row", "seed", "transformer", "channel", "measure", "input",
+          "residual", "removed_pct"]  # fmt: skip
+
+
+@torch.no_grad()
+def measure_run(run_dir, batch: int = 500) -> list[dict]:
+    """The pose recovery of a finished run's first spatial transformer over the whole test
+    set: one row per (transformer, input channel, measure). Empty for a model without one."""
+    from omegaconf import OmegaConf
+
+    from .engine import traced
+    from .figures import load_run
+    from .files import read_json
+
+    model, feed = load_run(run_dir)
+    cfg = OmegaConf.load(f"{run_dir}/config.yaml")
+    metrics = read_json(f"{run_dir}/metrics.json")
+    test = feed.splits["test"]
+    thetas = []
+    for start in range(0, len(test), batch):
+        x, _ = feed.batch(test, slice(start, start + batch))
+        found = traced(model, x)
+        if not found:
+            return []
+        st, _, _, theta = found[0]
+        thetas.append(theta.reshape(len(x), st.num_transformers, -1))
+    theta = torch.cat(thetas)  # (N, transformers, P)
+    ds = distortions(cfg.dataset.generator, test.params, cfg.dataset.params.get("canvas"))
+    rows = []
+    for k in range(theta.shape[1]):
+        t = transform_matrices(st.transform, theta[:, k])
+        for channel, d in enumerate(ds):
+            for measure, spread in pose_recovery(cfg.dataset.generator, d, t).items():
+                rows.append({"experiment": metrics["experiment"], "column": metrics["column"],
+                             "row": metrics["row"], "seed": metrics["seed"], "transformer": k + 1,
+                             "channel": channel, "measure": measure, **spread})  # fmt: skip
+    return rows
+
+
+def finished_runs(output_dir, schedule: str) -> list:
+    """The finished runs of ``EXPERIMENTS`` under ``output_dir`` with ``schedule``, in order."""
+    from pathlib import Path
+
+    runs = []
+    for experiment in EXPERIMENTS:
+        base = Path(output_dir) / "runs" / experiment / schedule
+        runs += sorted(p.parent for p in base.glob("*/*/seed*/metrics.json"))
+    return runs
+
+
+def write_pose_table(rows: list[dict], output_dir, schedule: str):
+    """``tables/pose.{md,csv}``: every row, per seed, as measured."""
+    import csv
+    import io
+    from pathlib import Path
+
+    from .files import write_atomic
+
+    tables = Path(output_dir) / "tables"
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(tables / "pose.csv", buf.getvalue())
+    lines = [
+        f"# Pose recovery (`{schedule}` runs)", "",
+        "How much of each test image's known distortion the spatial transformer removes: the "
+        "spread over the test set of the distortion composed with the transformer's transform "
+        "(residual), beside the distortion's own (input). Rotation: circular sd in degrees; "
+        "log-scale: sd; translation and corners: RMS spread in pixels of the 28px digit. Thin "
+        "plate splines: their affine part. `stn_repro/pose.py` defines each measure.", "",
+        "| Column | Row | Seed | Transformer | Channel | Measure | Input | Residual | Removed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        lines.append(f"| {r['column']} | {r['row']} | {r['seed']} | {r['transformer']} | "
+                     f"{r['channel']} | {r['measure']} | {r['input']:.3g} | {r['residual']:.3g} "
+                     f"| {r['removed_pct']:.0f}% |")  # fmt: skip
+    if not rows:
+        lines.append("| (no finished run with a transformer) | | | | | | | | |")
+    write_atomic(tables / "pose.md", "\n".join(lines) + "\n")
+    return tables / "pose.md"

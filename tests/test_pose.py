@@ -1,0 +1,104 @@
+"""Pose recovery measures against known answers: exact inverses leave nothing, the identity
+leaves the input's spread, the generators' distortions undo their images, TPS affine parts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from stn_repro.config import PACKAGE_ROOT
+from stn_repro.data.generators import generate
+from stn_repro.data.sources import load_mnist
+from stn_repro.pose import (
+    distortions,
+    pose_recovery,
+    spreads,
+    to_homogeneous,
+    tps_affine_part,
+    transform_matrices,
+)
+from stn_repro.st import Affine, Projective, ThinPlateSpline, sample
+
+RTS = {"rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas": 42}
+PROJECTIVE = {"scale": (0.75, 1.0), "corner_sd": 5.0}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    images, labels = load_mnist(PACKAGE_ROOT / "datasets", "train")
+    return images[:400], labels[:400]
+
+
+def params_of(generator: str, kwargs: dict, digits) -> torch.Tensor:
+    return generate(generator, *digits, seed=5, params=kwargs)[2]
+
+
+def test_rotation_spread_of_uniform_45_degrees_is_its_circular_sd():
+    angles = torch.linspace(-45, 45, 100_001)[:, None]
+    d = distortions("rotate", angles)[0]
+    expected = math.degrees(math.sqrt(-2 * math.log(math.sin(math.pi / 4) / (math.pi / 4))))
+    assert expected == pytest.approx(26.26, abs=0.01)  # the issue's "26 degrees"
+    found = pose_recovery("rotate", d, torch.eye(3, dtype=torch.float64).expand_as(d))
+    assert found["rotation_deg"]["input"] == pytest.approx(expected, rel=1e-4)
+    assert found["rotation_deg"]["residual"] == found["rotation_deg"]["input"]  # identity T
+    assert found["rotation_deg"]["removed_pct"] == 0
+
+
+ROTATE = {"rotation": (-45.0, 45.0)}
+
+
+@pytest.mark.parametrize("generator, kwargs",
+                         [("rotate", ROTATE), ("rts", RTS), ("projective", PROJECTIVE)])
+def test_an_exact_inverse_leaves_no_spread_whatever_the_canonical_pose(digits, generator, kwargs):
+    d = distortions(generator, params_of(generator, kwargs, digits), kwargs.get("canvas"))[0]
+    pose = torch.tensor([[0.8, -0.3, 0.1], [0.3, 0.8, -0.2], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    found = pose_recovery(generator, d, torch.linalg.inv(d) @ pose)  # R = pose for every image
+    for measure, values in found.items():
+        assert values["input"] > 0.01, measure
+        assert values["residual"] < 1e-6, measure
+        assert values["removed_pct"] == pytest.approx(100)
+    every = spreads(torch.linalg.inv(d) @ pose)
+    assert {"rotation_deg", "log_scale", "translation_px", "corners_px"} == set(every)
+
+
+@pytest.mark.parametrize("generator, kwargs", [("rts", RTS), ("projective", PROJECTIVE)])
+def test_the_distortions_undo_the_generators_images(digits, generator, kwargs):
+    """Sampling an image at D^-1 (output -> canvas) gives back the upright digit: D really maps
+    canvas coordinates onto the digit's, as the generator drew it."""
+    images, _, params = generate(generator, *digits, seed=5, params=kwargs)
+    d = distortions(generator, params, kwargs.get("canvas"))[0]
+    t = torch.linalg.inv(d)
+    theta = (t / t[:, 2:, 2:]).flatten(1)[:, :8]
+    grid = Projective().grid(theta, (28, 28))
+    restored = sample(images.double(), grid)[:, 0]
+    upright = digits[0].double()
+    inside = grid.abs().amax(-1) < 0.9  # away from the canvas edge
+    error = (restored - upright).abs()[inside.expand_as(upright)]
+    assert error.mean() < 12  # two bilinear resamplings of 0-255 digits
+    shuffled = (restored - upright.roll(1, 0)).abs()[inside.expand_as(upright)]
+    assert shuffled.mean() > 3 * error.mean()
+
+
+def test_the_spread_of_a_known_translation_and_scale():
+    n = 1000
+    shift = torch.zeros(n, 3, 3, dtype=torch.float64)
+    shift[:, 0, 2] = torch.where(torch.arange(n) % 2 == 0, 0.5, -0.5)  # +-7 digit pixels
+    scale = torch.where(torch.arange(n) % 2 == 0, 2.0, 0.5).double()
+    r = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1) + shift
+    r[:, 0, 0], r[:, 1, 1] = scale, scale
+    found = spreads(r)
+    assert found["translation_px"] == pytest.approx(7.0)
+    assert found["log_scale"] == pytest.approx(math.log(2))
+    assert found["rotation_deg"] == pytest.approx(0, abs=1e-6)
+
+
+def test_a_tps_through_an_affine_map_has_exactly_that_affine_part():
+    tps = ThinPlateSpline(16)
+    a = torch.tensor([[[0.9, -0.2, 0.1], [0.3, 1.1, -0.05]]], dtype=torch.float64)
+    points = tps.control_points.double()
+    theta = (points @ a[0, :, :2].T + a[0, :, 2]).flatten()[None]
+    torch.testing.assert_close(tps_affine_part(tps, theta), a)
+    torch.testing.assert_close(transform_matrices(tps, theta), to_homogeneous(a))
+    torch.testing.assert_close(transform_matrices(Affine(), a.flatten(1)), to_homogeneous(a))
