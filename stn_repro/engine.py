@@ -278,7 +278,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             set_rng_state(states[where.rank])  # (resumed on another number of ranks: new draws)
 
     # ---- training loop ----------------------------------------------------------------------
-    if log.snapshot_every and start == 0 and where.main:
+    snapshots = bool(log.snapshot_every and where.main and transformers(model))
+    if snapshots and start == 0:
         save_snapshot(run_dir, 0, model.state_dict())  # the first frame: the untrained model
     model.train()
     tic = time.perf_counter()
@@ -322,7 +323,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                 bar.set_postfix(loss=f"{batch_loss.item():.3f}")
             if where.main and (step % log.image_every == 0 or step == schedule.iterations):
                 log_images(writer, model, preview, step)
-            if where.main and log.snapshot_every and step % log.snapshot_every == 0:
+            if snapshots and step % log.snapshot_every == 0:
                 save_snapshot(run_dir, step, model.state_dict())
             if step % log.eval_every == 0 and step != schedule.iterations:
                 error = evaluate(model, feed, watch, task, where)

@@ -156,3 +156,103 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
           f"{centres}: window centres over the test set, the image's frame; classes "
           f"{labels.tolist()}")  # fmt: skip
     return out
+
+
+def upscaled(images: Tensor, size: int) -> Tensor:
+    """``(B, C, h, w)`` tiles resized (nearest) to ``size`` x ``size`` for display."""
+    return F.interpolate(images, size=(size, size), mode="nearest")
+
+
+def table1_figure(st_dir: str | Path, cnn_dir: str | Path, out: str | Path,
+                  examples: int = 8) -> Path:  # fmt: skip
+    """The paper's Table 1 (right): test digits the ST run classifies correctly and the CNN run
+    (same data) does not. Per digit: the input, the transformer's grid T(G) on it, its output,
+    and the rotation the transformer applies (degrees)."""
+    from PIL import Image, ImageDraw
+
+    from .pose import rotation_deg, transform_matrices
+    from .viz import draw_grid
+
+    model, feed = load_run(st_dir)
+    cnn_cfg = OmegaConf.load(Path(cnn_dir) / "config.yaml")
+    if cnn_cfg.dataset != OmegaConf.load(Path(st_dir) / "config.yaml").dataset:
+        raise UserError(f"{st_dir} and {cnn_dir} were trained on different data")
+    cnn = load_trained(cnn_cfg, cnn_dir)
+    test, picked = feed.splits["test"], []
+    with torch.no_grad():
+        for start in range(0, len(test), 500):
+            x, y = feed.batch(test, slice(start, start + 500))
+            wins = (model(x).argmax(-1) == y) & (cnn(x).argmax(-1) != y)
+            picked += (start + torch.nonzero(wins)[:, 0]).tolist()
+            if len(picked) >= examples:
+                break
+    if not picked:
+        raise UserError(f"no test digit that {st_dir} gets right and {cnn_dir} gets wrong")
+    x, _ = feed.batch(test, torch.tensor(picked[:examples]))
+    found = traced(model, x)
+    if not found:
+        raise UserError(f"{st_dir} has no spatial transformer")
+    st, seen, warped, theta = found[0]
+    size = 4 * x.shape[-1]
+    shown = upscaled(tiles(seen), size)
+    drawn = draw_grid(shown, st.transform.grid(theta, (size, size)))  # thin lines
+    rows = torch.stack([shown.expand(-1, 3, -1, -1), drawn,
+                        upscaled(tiles(warped), size).expand(-1, 3, -1, -1)], 1)  # fmt: skip
+    picture = make_grid(rows.flatten(0, 1), nrow=3, pad_value=0.5)
+    image = Image.fromarray(picture.mul(255).byte().permute(1, 2, 0).numpy())
+    angles = rotation_deg(transform_matrices(st.transform, theta))
+    draw = ImageDraw.Draw(image)
+    for i, angle in enumerate(angles.tolist()):  # on each output tile, its top left corner
+        where = (2 * (size + 2) + 6, i * (size + 2) + 4)
+        draw.text(where, f"{round(angle):+d} deg", fill=(255, 80, 80))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image.save(out)
+    print(f"{out}: test digits {picked[:examples]}: input, grid, output (+ rotation applied)")
+    return out
+
+
+def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
+                       frame_ms: int = 400) -> Path:  # fmt: skip
+    """An animated GIF of the run's first transformer over training, like the paper's videos:
+    one frame per snapshot (``schedule.log.snapshot_every``), showing on fixed test images its
+    grid on the input (top) and its output (bottom), with the iteration."""
+    from PIL import Image, ImageDraw
+
+    from .runs import load_snapshots
+    from .viz import draw_grid
+
+    model, feed = load_run(run_dir)
+    snapshots = load_snapshots(run_dir)
+    if not snapshots:
+        raise UserError(f"{run_dir} kept no snapshots: train it with schedule.log.snapshot_every "
+                        "> 0 (fast and paper keep them)")  # fmt: skip
+    x, _ = feed.preview(examples)
+    frames = []
+    for snapshot in snapshots:
+        model.load_state_dict(snapshot["model"])
+        found = traced(model, x)
+        if not found:
+            raise UserError(f"{run_dir} has no spatial transformer")
+        st, seen, warped, theta = found[0]
+        theta = theta.reshape(-1, st.transform.num_params)  # (B * N, P)
+        one = seen if seen.shape[1] in (1, 3) else seen.mean(1, keepdim=True)
+        under = tiles(one).repeat_interleave(st.num_transformers, 0)
+        size = 3 * x.shape[-1]
+        grids = draw_grid(upscaled(under, size), st.transform.grid(theta, (size, size)))
+        outputs = upscaled(tiles(warped.flatten(0, -4)), size).expand(-1, 3, -1, -1)
+        top = make_grid(grids, nrow=len(grids), pad_value=0.5)
+        bottom = make_grid(outputs, nrow=len(grids), pad_value=0.5)
+        width = max(top.shape[-1], bottom.shape[-1])
+        frame = torch.full((3, top.shape[1] + bottom.shape[1] + 14, width), 0.0)
+        frame[:, 14 : 14 + top.shape[1], : top.shape[-1]] = top
+        frame[:, 14 + top.shape[1] :, : bottom.shape[-1]] = bottom
+        image = Image.fromarray(frame.mul(255).byte().permute(1, 2, 0).numpy())
+        ImageDraw.Draw(image).text((4, 1), f"iteration {snapshot['iteration']}", fill="white")
+        frames.append(image)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(out, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    print(f"{out}: {len(frames)} frames (iterations {snapshots[0]['iteration']} to "
+          f"{snapshots[-1]['iteration']})")  # fmt: skip
+    return out

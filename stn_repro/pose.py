@@ -115,10 +115,18 @@ def rms_spread(points: Tensor) -> float:
     return (points - points.mean(0)).square().sum(-1).mean().sqrt().item()
 
 
+def rotation_deg(h: Tensor) -> Tensor:
+    """``(N,)`` rotation in degrees of homographies ``h`` at the origin: the angle ``a`` of the
+    similarity ``k [[cos a, -sin a], [sin a, cos a]]`` nearest their Jacobian there. For a
+    generator's ``D`` it is the digit's rotation (anticlockwise on screen)."""
+    j = centre_jacobian(h)
+    return torch.rad2deg(torch.atan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
+
+
 def spreads(r: Tensor) -> dict[str, float]:
     """The spread measures (module doc) of transforms ``r`` ``(N, 3, 3)``."""
     j = centre_jacobian(r)
-    angle = torch.rad2deg(torch.atan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
+    angle = rotation_deg(r)
     log_scale = 0.5 * torch.log(torch.linalg.det(j).abs())
     return {
         "rotation_deg": circular_sd_deg(angle),
