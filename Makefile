@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .PHONY: install test test-slow lint format bench-st table1 table2 table4 table5 fig3d gtsrb table3 all-tables \
-	tensorboard clean
+	analyse report tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU.
 SCHEDULE ?= fast
@@ -66,3 +66,10 @@ tensorboard: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The pose table, figures and animations of the finished $(SCHEDULE) runs, then one report.
+analyse: $(STAMP)
+	$(PY) scripts/analyse.py --schedule $(SCHEDULE)
+
+report: analyse
+	$(PY) scripts/report.py

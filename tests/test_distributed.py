@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 from gtsrb_files import tiny_gtsrb
@@ -58,8 +57,8 @@ def test_two_gloo_processes_train_the_run_one_process_trains(compose_cfg, smoke,
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run([*torchrun, "-m", "stn_repro.cli", *common, f"paths.output_dir={two_out}"],
-                          env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    command = [*torchrun, "-m", "stn_repro.cli", *common, f"paths.output_dir={two_out}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
 
     [alone] = alone_out.glob("runs/gtsrb/smoke/cnn/*/seed1")

@@ -1,0 +1,82 @@
+"""What the finished runs of one schedule learnt: the pose table, the paper's figures and
+training animations (``python scripts/analyse.py``, part of ``make report``).
+
+Writes, under ``output_dir``: ``tables/pose.{md,csv}`` (``pose``: every finished ST run of
+Table 1 R, RTS, P and of Table 4), and under ``figures/``: ``table1_<column>.png`` (Table 1
+right: ST-CNN Aff against the CNN of its column), ``table4.png`` (Table 4 right), ``fig5_3d.png``,
+``table2_svhn.png``, ``gtsrb.png``, ``table3_cub.png``, and ``animation_<experiment>_<row>.gif``
+for each run that kept snapshots of a transformer. Every PNG also goes to TensorBoard
+(``figures/tb``). A figure whose runs are not finished is skipped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import slug
+from .figures import (
+    addition_figure,
+    cub_figure,
+    gtsrb_figure,
+    svhn_figure,
+    table1_figure,
+    training_animation,
+    volume_figure,
+)
+from .pose import finished_runs, measure_run, write_pose_table
+
+TABLE1 = {"table1_r": "r", "table1_rts": "rts", "table1_p": "p", "table1_e": "e",
+          "table1_tc": "tc"}  # fmt: skip
+# (experiment, row, figure function, file name): figures of one run.
+ONE_RUN = [
+    ("table4_addition", "2xST-FCN TPS", addition_figure, "table4.png"),
+    ("fig_3d", "3D ST-CNN", volume_figure, "fig5_3d.png"),
+    ("table2_svhn64", "ST-CNN Multi", svhn_figure, "table2_svhn.png"),
+    ("gtsrb", "CNN + 2 ST", gtsrb_figure, "gtsrb.png"),
+    ("table3_cub", "4xST-CNN (448px)", cub_figure, "table3_cub.png"),
+]
+# Rows whose training is animated, per experiment.
+ANIMATED = {**{e: ["ST-CNN Aff", "ST-FCN Aff"] for e in TABLE1},
+            "table4_addition": ["2xST-FCN Aff", "2xST-FCN TPS"]}  # fmt: skip
+
+
+def first_run(output_dir: Path, experiment: str, schedule: str, row: str) -> Path | None:
+    """The finished run of ``row`` with the lowest seed, or None."""
+    found = sorted((output_dir / "runs" / experiment / schedule / slug(row)).glob(
+        "*/seed*/metrics.json"), key=lambda p: int(p.parent.name[4:]))  # fmt: skip
+    return found[0].parent if found else None
+
+
+def analyse(output_dir: str | Path, schedule: str) -> list[Path]:
+    """Write the pose table and every figure the finished runs allow; return their paths."""
+    out = Path(output_dir)
+    rows = [row for run in finished_runs(out, schedule) for row in measure_run(run)]
+    written = [write_pose_table(rows, out, schedule)]
+    figures = out / "figures"
+    for experiment, column in TABLE1.items():
+        st, cnn = (first_run(out, experiment, schedule, r) for r in ("ST-CNN Aff", "CNN"))
+        if st and cnn and st.name == cnn.name:  # the same seed
+            written.append(table1_figure(st, cnn, figures / f"table1_{column}.png"))
+    for experiment, row, draw, name in ONE_RUN:
+        if run := first_run(out, experiment, schedule, row):
+            written.append(draw(run, figures / name))
+    for experiment, names in ANIMATED.items():
+        for row in names:
+            run = first_run(out, experiment, schedule, row)
+            if run and (run / "snapshots").is_dir():
+                gif = figures / f"animation_{experiment}_{slug(row)}.gif"
+                written.append(training_animation(run, gif))
+    to_tensorboard([p for p in written if p.suffix == ".png"], figures / "tb")
+    return written
+
+
+def to_tensorboard(pictures: list[Path], log_dir: Path) -> None:
+    """Each PNG as an image of its own name in one TensorBoard log."""
+    import numpy as np
+    from PIL import Image
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(log_dir)) as writer:
+        for picture in pictures:
+            pixels = np.asarray(Image.open(picture).convert("RGB"))
+            writer.add_image(f"figures/{picture.stem}", pixels, 0, dataformats="HWC")

@@ -1,0 +1,96 @@
+"""One report of everything reproduced so far: ``outputs/report.md`` (``make report``).
+
+It holds every table written under ``outputs/tables/`` (paper beside ours), where each column's
+numbers come from (``provenance``: schedule, seeds, iterations, device, torch, commit, wall
+time, read from the runs' metrics kept in ``tables/columns/``), the pose table, and the figures
+and animations under ``outputs/figures/``. Markdown only: an HTML copy would need a Markdown
+library, not worth a dependency.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .files import CorruptFile, read_json, write_atomic
+
+# Tables in the paper's order; any other table written comes after them.
+ORDER = ["table1", "table2", "table3", "table4", "table5", "table3d", "gtsrb", "pose"]
+
+
+def provenance(output_dir: str | Path) -> list[dict]:
+    """One entry per recorded column (``tables/columns/*.json``): where its numbers come from."""
+    found = []
+    for path in sorted((Path(output_dir) / "tables" / "columns").glob("*.json")):
+        try:
+            column = read_json(path)
+        except (CorruptFile, OSError, ValueError):
+            continue
+        runs = column["runs"]
+        if not runs:
+            continue
+        devices = sorted({r["device"] for r in runs})
+        found.append({
+            "table": column["table"], "experiment": column["experiment"],
+            "schedule": column["schedule"], "column": runs[0]["column"], "runs": len(runs),
+            "rows": len({r["row"] for r in runs}),
+            "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in runs})),
+            "iterations": " / ".join(str(i) for i in sorted({r["iterations"] for r in runs})),
+            "devices": ", ".join(devices),
+            "torch": ", ".join(sorted({r["torch"] for r in runs})),
+            "commits": ", ".join(sorted({str(r["code"].get("commit")) for r in runs})),
+            "wall_h": sum(r["wall_time_s"] for r in runs) / 3600,
+            "cpu_only": column["schedule"] != "paper" and devices == ["cpu"],
+        })  # fmt: skip
+    return found
+
+
+def table_key(path: Path) -> tuple:
+    name = path.stem
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+
+
+def write_report(output_dir: str | Path) -> Path:
+    """Write ``report.md`` from what ``output_dir`` holds now; return its path."""
+    out = Path(output_dir)
+    columns = provenance(out)
+    lines = [
+        "# Spatial Transformer Networks: reproduction report", "",
+        f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by stn-repro from "
+        f"`{out}`. The paper's numbers appear only in its \"Paper\" columns.", "",
+    ]  # fmt: skip
+    cpu = [c for c in columns if c["cpu_only"]]
+    if cpu:
+        named = ", ".join(sorted({f"{c['table']} {c['column']} (`{c['schedule']}`)"
+                                  for c in cpu}))  # fmt: skip
+        lines += [
+            f"**Not estimates of the paper's numbers:** {named} were trained on a CPU with a "
+            "short schedule, not the paper's. They show the pipeline, and the ordering of the "
+            "rows at that budget, only.", "",
+        ]  # fmt: skip
+    lines += [
+        "## Provenance", "",
+        "| Table | Column | Schedule | Rows | Seeds | Iterations | Device | torch | Commit | "
+        "Wall time (h) |",
+        "|---|---|---|---:|---|---|---|---|---|---:|",
+    ]  # fmt: skip
+    for c in columns:
+        lines.append(
+            f"| {c['table']} | {c['column']} | {c['schedule']}{' (CPU)' if c['cpu_only'] else ''}"
+            f" | {c['rows']} | {c['seeds']} | {c['iterations']} | {c['devices']} | {c['torch']} "
+            f"| {c['commits']} | {c['wall_h']:.2f} |"
+        )
+    if not columns:
+        lines.append("| (no table written yet) | | | | | | | | | |")
+    for path in sorted((out / "tables").glob("*.md"), key=table_key):
+        text = path.read_text().strip().split("\n")
+        title = text[0].lstrip("# ") if text and text[0].startswith("#") else path.stem
+        lines += ["", f"## {title}", "", "\n".join(text[1:]).strip()]
+    figures = sorted(p for p in (out / "figures").glob("*") if p.suffix in (".png", ".gif"))
+    if figures:
+        lines += ["", "## Figures and animations", ""]
+        for figure in figures:
+            lines += [f"### {figure.stem}", "", f"![{figure.stem}](figures/{figure.name})", ""]
+    path = out / "report.md"
+    write_atomic(path, "\n".join(lines).rstrip() + "\n")
+    return path
