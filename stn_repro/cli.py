@@ -27,7 +27,6 @@ from . import config, distributed, signals, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
-from .files import Busy, locked
 from .schema import unknown_key_message, validate
 
 USAGE_ERROR = 2
@@ -53,12 +52,13 @@ def run_one(cfg: DictConfig, ranks: distributed.Ranks) -> None:
     if cfg.row is not None or cfg.table_only:
         raise UserError("row=... and table_only=true need an experiment=...")
     where = config.run_dir(cfg)
-    try:
-        with run_lock(where, ranks, wait=False):
+    with run_lock(where, ranks, wait=False) as free:
+        if free:
             metrics = train_run(cfg, where)
-    except Busy:
-        print(f"{where}: another process is running it; waiting for it to finish")
-        with locked(where):
+    if not free:
+        if ranks.main:
+            print(f"{where}: another process is running it; waiting for it to finish")
+        with run_lock(where, ranks, wait=True):
             metrics = train_run(cfg, where)
     if ranks.main:
         print(f"test error {metrics['test_error']:.2f}% ({metrics['params']:,} params) -> {where}")

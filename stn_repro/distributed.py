@@ -89,6 +89,24 @@ def total(values: Tensor, where: Ranks) -> Tensor:
     return values
 
 
+def from_main(flag: bool, where: Ranks) -> bool:
+    """Rank 0's ``flag``, on every rank."""
+    if not where.several:
+        return flag
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    value = torch.tensor([float(flag)], device=device)
+    dist.broadcast(value, 0)
+    return bool(value.item())
+
+
+def share_buffers(model: torch.nn.Module, where: Ranks) -> None:
+    """Copy rank 0's buffers (batch normalisation statistics, which each rank updates from its
+    own share) to every rank."""
+    if where.several:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, 0)
+
+
 def gathered(obj, where: Ranks) -> list:
     """Every rank's ``obj`` (picklable), in rank order."""
     if not where.several:

@@ -51,6 +51,9 @@ def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
         raise UserError(f"device={name} was asked for but no GPU is visible; use device=cpu")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda:") and where.several:
+        raise UserError(f"device={name} would put every process on one GPU; under torchrun "
+                        "use device=cuda (each process takes its own)")  # fmt: skip
     if name == "cuda" and where.several:
         return torch.device("cuda", where.local)
     return torch.device(name)
@@ -92,6 +95,7 @@ def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimi
 def evaluate(model: nn.Module, feed, split: str, task, where: Ranks = ALONE) -> float:
     """% of the samples of ``split`` the model gets wrong (the task decides what is wrong);
     with several ranks, each scores its share and the counts are summed."""
+    distributed.share_buffers(model, where)  # rank 0's batch-norm statistics: one model
     model.eval()
     wrong = seen = 0
     for x, y in feed.eval_batches(split, where):
@@ -100,6 +104,8 @@ def evaluate(model: nn.Module, feed, split: str, task, where: Ranks = ALONE) -> 
     model.train()
     device = next(model.parameters()).device
     wrong, seen = distributed.total(torch.tensor([wrong, seen], device=device), where).tolist()
+    if seen != len(feed.splits[split]):
+        raise RuntimeError(f"evaluated {seen} of the {len(feed.splits[split])} {split} samples")
     return 100.0 * wrong / max(seen, 1)
 
 
@@ -271,6 +277,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                 "optimizer": optimizer.state_dict(), "code": code_version(), "rng": states[0],
                 **({"rng_ranks": states} if where.several else {}),
             })  # fmt: skip
+        distributed.barrier(where)  # no rank leaves (and may stop) before it is written
 
     if ckpt is not None:  # dropout draws continue as if never interrupted
         states = ckpt.get("rng_ranks", [ckpt.get("rng")])
@@ -294,16 +301,17 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             factor = lr_factor(schedule, it)
             for group in optimizer.param_groups:
                 group["lr"] = schedule.lr * factor * group["lr_scale"]
+            if len(y) * where.world != schedule.batch_size:
+                raise RuntimeError(f"the feed gave {len(y)} samples, not this process's share "
+                                   f"of {schedule.batch_size}")  # fmt: skip
             logits = net(x)  # (B, classes) or (B, L, classes)
             loss = task.loss(logits, y)
-            stopping = stop.requested  # a signal arriving later is seen at the next step
-            if where.several:  # all ranks agree on the batch's mean loss and on stopping
-                shared = distributed.total(
-                    torch.stack([loss.detach().float(), loss.new_tensor(stopping)]), where
-                )
-                batch_loss, stopping = shared[0] / where.world, bool(shared[1])
-            else:
-                batch_loss = loss.detach()
+            # All ranks agree on the batch's mean loss and on stopping (a signal to any; one
+            # arriving after this point is seen at the next step, or after the loop).
+            shared = distributed.total(
+                torch.stack([loss.detach().float(), loss.new_tensor(stop.requested)]), where
+            )
+            batch_loss, stopping = shared[0] / where.world, bool(shared[1])
             if not torch.isfinite(batch_loss):
                 raise TrainingDiverged(
                     f"the loss became {batch_loss.item()} at iteration {it} of {run_dir}; rerun "
@@ -336,6 +344,11 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if stopping:
                 stop.request()  # the ranks that got no signal stop with the one that did
                 stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
+        # A signal during the last step's logging or checkpoint: stop before evaluating.
+        if distributed.total(torch.tensor([float(stop.requested)], device=device), where).item():
+            stop.request()
+            stop.check(f" at iteration {schedule.iterations} of {run_dir}, after saving its "
+                       "checkpoint")  # fmt: skip
     del batches  # stops DataLoader workers
     elapsed += time.perf_counter() - tic
 

@@ -12,7 +12,8 @@ take the runs in order together, and rank 0 alone takes the locks and writes the
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -162,20 +163,35 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
 
     held = []
     for run in runs:
-        try:
-            with run_lock(run.where, where, wait=False):
+        with run_lock(run.where, where, wait=False) as free:
+            if free:
                 run_one(run)
-        except Busy:
-            print(f"{run.label}: another process is running it; coming back to it")
+        if not free:
+            say(f"{run.label}: another process is running it; coming back to it")
             held.append(run)
     for run in held:
-        with locked(run.where):
+        with run_lock(run.where, where, wait=True):
             run_one(run)
 
 
+POLL_S = 30  # how often ranks waiting together for a held run try its lock again
+
+
+@contextmanager
 def run_lock(path: Path, where: distributed.Ranks, wait: bool):
-    """The run's lock (``files.locked``), taken by rank 0 alone. Several ranks take the runs in
-    the same order, so rank 0 waits for a held run instead of coming back to it."""
-    if not where.main:
-        return nullcontext()
-    return locked(path, wait=wait or where.several)
+    """Hold the run's lock (``files.locked``; several ranks: rank 0 holds it for all) and
+    yield True, or yield False at once when another launch holds it and ``wait`` is false.
+    Several ranks waiting poll it together, so none sits in a collective meanwhile."""
+    with ExitStack() as stack:
+        while True:
+            free = True
+            if where.main:
+                try:
+                    stack.enter_context(locked(path, wait=wait and not where.several))
+                except Busy:
+                    free = False
+            free = distributed.from_main(free, where)
+            if free or not wait:
+                break
+            time.sleep(POLL_S)
+        yield free

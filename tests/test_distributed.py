@@ -42,6 +42,19 @@ def test_feeds_give_each_rank_its_share_of_batches_and_evaluation(compose_cfg, t
     assert torch.equal(shares[0], whole[0::2]) and torch.equal(shares[1], whole[1::2])
 
 
+def test_memory_feeds_give_each_rank_its_share_too(compose_cfg):
+    from stn_repro.data.feeds import MemoryFeed
+
+    feed = MemoryFeed(compose_cfg("experiment=table1_rts"), torch.device("cpu"))
+    x, y = next(feed.train_batches(3))
+    for r in range(2):
+        x_r, y_r = next(feed.train_batches(3, Ranks(r, 2)))
+        assert torch.equal(x_r, x[r::2]) and torch.equal(y_r, y[r::2])
+    whole = torch.cat([y for _, y in feed.eval_batches("test")])
+    shares = [torch.cat([y for _, y in feed.eval_batches("test", Ranks(r, 2))]) for r in range(2)]
+    assert torch.equal(shares[0], whole[0::2]) and torch.equal(shares[1], whole[1::2])
+
+
 def test_two_gloo_processes_train_the_run_one_process_trains(compose_cfg, smoke, tmp_path):
     """The IDSIA CNN (no dropout, no batch normalisation, so nothing differs per process)."""
     from hydra import compose
