@@ -41,9 +41,10 @@ ANIMATED = {**{e: ["ST-CNN Aff", "ST-FCN Aff"] for e in TABLE1},
 
 
 def first_run(output_dir: Path, experiment: str, schedule: str, row: str) -> Path | None:
-    """The finished run of ``row`` with the lowest seed, or None."""
-    found = sorted((output_dir / "runs" / experiment / schedule / slug(row)).glob(
-        "*/seed*/metrics.json"), key=lambda p: int(p.parent.name[4:]))  # fmt: skip
+    """The finished run of ``row`` with the lowest seed (the newest, if an edited config left
+    older ones), or None."""
+    found = (output_dir / "runs" / experiment / schedule / slug(row)).glob("*/seed*/metrics.json")
+    found = sorted(found, key=lambda p: (int(p.parent.name[4:]), -p.stat().st_mtime))
     return found[0].parent if found else None
 
 

@@ -190,13 +190,19 @@ def measure_run(run_dir, batch: int = 500) -> list[dict]:
 
 
 def finished_runs(output_dir, schedule: str) -> list:
-    """The finished runs of ``EXPERIMENTS`` under ``output_dir`` with ``schedule``, in order."""
+    """The finished runs of ``EXPERIMENTS`` under ``output_dir`` with ``schedule``: per row and
+    seed the newest (``runs/<experiment>/<schedule>/<row>/<config>/seed<k>``; an edited config
+    leaves its older runs in another ``<config>`` folder)."""
     from pathlib import Path
 
     runs = []
     for experiment in EXPERIMENTS:
         base = Path(output_dir) / "runs" / experiment / schedule
-        runs += sorted(p.parent for p in base.glob("*/*/seed*/metrics.json"))
+        newest = {}
+        for metrics in sorted(base.glob("*/*/seed*/metrics.json"), key=lambda p: p.stat().st_mtime):
+            run = metrics.parent
+            newest[(run.parent.parent.name, run.name)] = run
+        runs += sorted(newest.values())
     return runs
 
 
