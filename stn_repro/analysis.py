@@ -11,9 +11,11 @@ for each run that kept snapshots of a transformer. Every PNG also goes to Tensor
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from .config import slug
+from .errors import UserError
 from .figures import (
     addition_figure,
     cub_figure,
@@ -54,19 +56,26 @@ def analyse(output_dir: str | Path, schedule: str) -> list[Path]:
     rows = [row for run in finished_runs(out, schedule) for row in measure_run(run)]
     written = [write_pose_table(rows, out, schedule)]
     figures = out / "figures"
+    drawings = []  # (what, draw): each figure whose runs are finished
     for experiment, column in TABLE1.items():
         st, cnn = (first_run(out, experiment, schedule, r) for r in ("ST-CNN Aff", "CNN"))
         if st and cnn and st.name == cnn.name:  # the same seed
-            written.append(table1_figure(st, cnn, figures / f"table1_{column}.png"))
+            path = figures / f"table1_{column}.png"
+            drawings.append((path, lambda st=st, cnn=cnn, path=path: table1_figure(st, cnn, path)))
     for experiment, row, draw, name in ONE_RUN:
         if run := first_run(out, experiment, schedule, row):
-            written.append(draw(run, figures / name))
+            drawings.append((figures / name, lambda d=draw, r=run, n=name: d(r, figures / n)))
     for experiment, names in ANIMATED.items():
         for row in names:
             run = first_run(out, experiment, schedule, row)
             if run and (run / "snapshots").is_dir():
                 gif = figures / f"animation_{experiment}_{slug(row)}.gif"
-                written.append(training_animation(run, gif))
+                drawings.append((gif, lambda r=run, g=gif: training_animation(r, g)))
+    for path, draw in drawings:
+        try:
+            written.append(draw())
+        except UserError as err:  # e.g. no digit the ST-CNN gets right and the CNN wrong
+            print(f"{path.name} skipped: {err}")
     to_tensorboard([p for p in written if p.suffix == ".png"], figures / "tb")
     return written
 
@@ -77,6 +86,7 @@ def to_tensorboard(pictures: list[Path], log_dir: Path) -> None:
     from PIL import Image
     from torch.utils.tensorboard import SummaryWriter
 
+    shutil.rmtree(log_dir, ignore_errors=True)  # each figure once, as drawn now
     with SummaryWriter(str(log_dir)) as writer:
         for picture in pictures:
             pixels = np.asarray(Image.open(picture).convert("RGB"))

@@ -287,7 +287,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     # ---- training loop ----------------------------------------------------------------------
     snapshots = bool(log.snapshot_every and where.main and transformers(model))
     if snapshots and start == 0:
-        save_snapshot(run_dir, 0, model.state_dict())  # the first frame: the untrained model
+        save_snapshot(run_dir, 0, [st.state_dict() for st in transformers(model)])  # untrained
     model.train()
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
@@ -332,7 +332,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if where.main and (step % log.image_every == 0 or step == schedule.iterations):
                 log_images(writer, model, preview, step)
             if snapshots and step % log.snapshot_every == 0:
-                save_snapshot(run_dir, step, model.state_dict())
+                save_snapshot(run_dir, step, [st.state_dict() for st in transformers(model)])
             if step % log.eval_every == 0 and step != schedule.iterations:
                 error = evaluate(model, feed, watch, task, where)
                 writer.add_scalar(f"{watch}/error", error, step)

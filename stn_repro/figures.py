@@ -219,6 +219,7 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     grid on the input (top) and its output (bottom), with the iteration."""
     from PIL import Image, ImageDraw
 
+    from .engine import transformers
     from .runs import load_snapshots
     from .viz import draw_grid
 
@@ -230,7 +231,8 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     x, _ = feed.preview(examples)
     frames = []
     for snapshot in snapshots:
-        model.load_state_dict(snapshot["model"])
+        for st, state in zip(transformers(model), snapshot["transformers"], strict=True):
+            st.load_state_dict(state)
         found = traced(model, x)
         if not found:
             raise UserError(f"{run_dir} has no spatial transformer")
@@ -240,7 +242,9 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
         under = tiles(one).repeat_interleave(st.num_transformers, 0)
         size = 3 * x.shape[-1]
         grids = draw_grid(upscaled(under, size), st.transform.grid(theta, (size, size)))
-        outputs = upscaled(tiles(warped.flatten(0, -4)), size).expand(-1, 3, -1, -1)
+        warped = warped.flatten(0, -4)  # (B * N, C, H, W); several channels: their mean
+        shown = warped if warped.shape[1] in (1, 3) else warped.mean(1, keepdim=True)
+        outputs = upscaled(tiles(shown), size).expand(-1, 3, -1, -1)
         top = make_grid(grids, nrow=len(grids), pad_value=0.5)
         bottom = make_grid(outputs, nrow=len(grids), pad_value=0.5)
         width = max(top.shape[-1], bottom.shape[-1])

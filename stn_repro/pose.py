@@ -15,8 +15,10 @@ Measures of the spread of ``R`` (``spreads``), in the digit's own units:
 - ``log_scale``: standard deviation of the log of that part's scale, ``sqrt|det|``.
 - ``translation_px``: RMS distance of the output centre's place on the digit from its mean, in
   pixels of the 28px digit.
-- ``corners_px``: the same for the output's four corners (every kind of distortion, projective
-  included).
+- ``corners_px``: where the digit's four corners land in the transformer's output
+  (``R^-1``), their RMS spread over the test set divided by the digit's mean size there, in
+  pixels of a 28px digit (every kind of distortion, projective included; zooming alone changes
+  nothing, and this direction stays finite where ``R`` sends a canvas corner to infinity).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def to_homogeneous(affine: Tensor) -> Tensor:
 
 def tps_affine_part(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
     """The affine component ``(N, 2, 3)`` of thin plate spline warps ``theta`` ``(N, 2K)``: the
-    spline is that affine map plus a bending term that vanishes far from the control points."""
+    spline is that affine map plus a bending term with no affine component."""
     targets = theta.double().view(len(theta), -1, 2)  # (N, K, 2)
     k = tps.num_control_points
     coeffs = tps._inverse[k:].to(targets) @ targets  # (3, K) @ (N, K, 2): rows for 1, x, y
@@ -106,7 +108,7 @@ def centre_jacobian(h: Tensor) -> Tensor:
 def circular_sd_deg(angles: Tensor) -> float:
     """Circular standard deviation ``sqrt(-2 ln |mean exp(i a)|)`` of angles in degrees."""
     a = torch.deg2rad(angles.double())
-    mean_resultant = torch.hypot(torch.cos(a).mean(), torch.sin(a).mean()).clamp(max=1.0)
+    mean_resultant = torch.hypot(torch.cos(a).mean(), torch.sin(a).mean()).clamp(1e-12, 1.0)
     return math.degrees(math.sqrt(-2 * math.log(mean_resultant.item())))
 
 
@@ -125,14 +127,14 @@ def rotation_deg(h: Tensor) -> Tensor:
 
 def spreads(r: Tensor) -> dict[str, float]:
     """The spread measures (module doc) of transforms ``r`` ``(N, 3, 3)``."""
-    j = centre_jacobian(r)
-    angle = rotation_deg(r)
-    log_scale = 0.5 * torch.log(torch.linalg.det(j).abs())
+    log_scale = 0.5 * torch.log(torch.linalg.det(centre_jacobian(r)).abs())
+    inverse = torch.linalg.inv(r)  # digit -> output
+    digit_size = torch.linalg.det(centre_jacobian(inverse)).abs().sqrt().mean().item()
     return {
-        "rotation_deg": circular_sd_deg(angle),
+        "rotation_deg": circular_sd_deg(rotation_deg(r)),
         "log_scale": log_scale.std(unbiased=False).item(),
         "translation_px": PIXELS * rms_spread(apply(r, torch.zeros(1, 2, dtype=r.dtype))),
-        "corners_px": PIXELS * rms_spread(apply(r, CORNERS.to(r.dtype))),
+        "corners_px": PIXELS * rms_spread(apply(inverse, CORNERS.to(r.dtype))) / digit_size,
     }
 
 
@@ -150,8 +152,8 @@ def pose_recovery(generator: str, d: Tensor, t: Tensor) -> dict[str, dict[str, f
 # ---- finished runs -----------------------------------------------------------------------------
 
 EXPERIMENTS = ("table1_r", "table1_rts", "table1_p", "table4_addition")
-FIELDS = ["experiment", "column", "row", "seed", "transformer", "channel", "measure", "input",
-          "residual", "removed_pct"]  # fmt: skip
+FIELDS = ["experiment", "column", "row", "seed", "images", "transformer", "channel", "measure",
+          "input", "residual", "removed_pct"]  # fmt: skip
 
 
 @torch.no_grad()
@@ -164,8 +166,10 @@ def measure_run(run_dir, batch: int = 500) -> list[dict]:
     from .figures import load_run
     from .files import read_json
 
-    model, feed = load_run(run_dir)
     cfg = OmegaConf.load(f"{run_dir}/config.yaml")
+    if not cfg.model.get("transform"):
+        return []  # (no data is loaded for a model without a transformer)
+    model, feed = load_run(run_dir)
     metrics = read_json(f"{run_dir}/metrics.json")
     test = feed.splits["test"]
     thetas = []
@@ -184,8 +188,9 @@ def measure_run(run_dir, batch: int = 500) -> list[dict]:
         for channel, d in enumerate(ds):
             for measure, spread in pose_recovery(cfg.dataset.generator, d, t).items():
                 rows.append({"experiment": metrics["experiment"], "column": metrics["column"],
-                             "row": metrics["row"], "seed": metrics["seed"], "transformer": k + 1,
-                             "channel": channel, "measure": measure, **spread})  # fmt: skip
+                             "row": metrics["row"], "seed": metrics["seed"], "images": len(test),
+                             "transformer": k + 1, "channel": channel, "measure": measure,
+                             **spread})  # fmt: skip
     return rows
 
 
@@ -227,14 +232,16 @@ def write_pose_table(rows: list[dict], output_dir, schedule: str):
         "(residual), beside the distortion's own (input). Rotation: circular sd in degrees; "
         "log-scale: sd; translation and corners: RMS spread in pixels of the 28px digit. Thin "
         "plate splines: their affine part. `stn_repro/pose.py` defines each measure.", "",
-        "| Column | Row | Seed | Transformer | Channel | Measure | Input | Residual | Removed |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| Column | Row | Seed | Test images | Transformer | Channel | Measure | Input | Residual "
+        "| Removed |",
+        "|---|---|---|---:|---|---|---|---:|---:|---:|",
     ]  # fmt: skip
     for r in rows:
-        lines.append(f"| {r['column']} | {r['row']} | {r['seed']} | {r['transformer']} | "
+        lines.append(f"| {r['column']} | {r['row']} | {r['seed']} | {r['images']:,} | "
+                     f"{r['transformer']} | "
                      f"{r['channel']} | {r['measure']} | {r['input']:.3g} | {r['residual']:.3g} "
                      f"| {r['removed_pct']:.0f}% |")  # fmt: skip
     if not rows:
-        lines.append("| (no finished run with a transformer) | | | | | | | | |")
+        lines.append("| (no finished run with a transformer) | | | | | | | | | |")
     write_atomic(tables / "pose.md", "\n".join(lines) + "\n")
     return tables / "pose.md"

@@ -24,12 +24,13 @@ def provenance(output_dir: str | Path) -> list[dict]:
     for path in sorted((Path(output_dir) / "tables" / "columns").glob("*.json")):
         try:
             column = read_json(path)
-        except (CorruptFile, OSError, ValueError):
+        except (CorruptFile, OSError, ValueError) as err:
+            found.append({"unreadable": f"{path} ({err})"})
             continue
         runs = column["runs"]
         if not runs:
             continue
-        devices = sorted({r["device"] for r in runs})
+        devices = sorted({r.get("device", "cpu") for r in runs})  # (co-localisation: the CPU)
         found.append({
             "table": column["table"], "experiment": column["experiment"],
             "schedule": column["schedule"], "column": runs[0]["column"], "runs": len(runs),
@@ -37,10 +38,10 @@ def provenance(output_dir: str | Path) -> list[dict]:
             "seeds": " ".join(str(s) for s in sorted({r["seed"] for r in runs})),
             "iterations": " / ".join(str(i) for i in sorted({r["iterations"] for r in runs})),
             "devices": ", ".join(devices),
-            "torch": ", ".join(sorted({r["torch"] for r in runs})),
+            "torch": ", ".join(sorted({str(r.get("torch", "?")) for r in runs})),
             "commits": ", ".join(sorted({str(r["code"].get("commit")) for r in runs})),
             "wall_h": sum(r["wall_time_s"] for r in runs) / 3600,
-            "cpu_only": column["schedule"] != "paper" and devices == ["cpu"],
+            "cpu_short": column["schedule"] != "paper" and "cpu" in devices,
         })  # fmt: skip
     return found
 
@@ -54,12 +55,17 @@ def write_report(output_dir: str | Path) -> Path:
     """Write ``report.md`` from what ``output_dir`` holds now; return its path."""
     out = Path(output_dir)
     columns = provenance(out)
+    unreadable = [c["unreadable"] for c in columns if "unreadable" in c]
+    columns = [c for c in columns if "unreadable" not in c]
     lines = [
         "# Spatial Transformer Networks: reproduction report", "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by stn-repro from "
         f"`{out}`. The paper's numbers appear only in its \"Paper\" columns.", "",
     ]  # fmt: skip
-    cpu = [c for c in columns if c["cpu_only"]]
+    if unreadable:
+        lines += ["**Unreadable column records** (their tables may be incomplete; rerun the "
+                  "experiment's command to rewrite them): " + "; ".join(unreadable), ""]
+    cpu = [c for c in columns if c["cpu_short"]]
     if cpu:
         named = ", ".join(sorted({f"{c['table']} {c['column']} (`{c['schedule']}`)"
                                   for c in cpu}))  # fmt: skip
@@ -76,7 +82,7 @@ def write_report(output_dir: str | Path) -> Path:
     ]  # fmt: skip
     for c in columns:
         lines.append(
-            f"| {c['table']} | {c['column']} | {c['schedule']}{' (CPU)' if c['cpu_only'] else ''}"
+            f"| {c['table']} | {c['column']} | {c['schedule']}{' (CPU)' if c['cpu_short'] else ''}"
             f" | {c['rows']} | {c['seeds']} | {c['iterations']} | {c['devices']} | {c['torch']} "
             f"| {c['commits']} | {c['wall_h']:.2f} |"
         )

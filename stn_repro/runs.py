@@ -151,16 +151,17 @@ def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
     return None
 
 
-def save_snapshot(run_dir: Path, iteration: int, model_state: dict) -> None:
-    """Keep the model's weights at ``iteration`` (``snapshots/<iteration>.pt``, for
-    animations of training: ``schedule.log.snapshot_every``)."""
+def save_snapshot(run_dir: Path, iteration: int, transformer_states: list[dict]) -> None:
+    """Keep the weights of the model's spatial transformers at ``iteration``
+    (``snapshots/<iteration>.pt``, for animations of training: ``schedule.log.snapshot_every``;
+    the classifier is left out, the transformers' outputs do not need it)."""
     buf = io.BytesIO()
-    torch.save({"iteration": iteration, "model": model_state}, buf)
+    torch.save({"iteration": iteration, "transformers": transformer_states}, buf)
     write_atomic(Path(run_dir) / "snapshots" / f"{iteration:08d}.pt", buf.getvalue())
 
 
 def load_snapshots(run_dir: Path) -> list[dict]:
-    """Every snapshot of the run (``{"iteration", "model"}``), in training order."""
+    """Every snapshot of the run (``{"iteration", "transformers"}``), in training order."""
     found = sorted((Path(run_dir) / "snapshots").glob("*.pt"))
     return [torch.load(path, map_location="cpu") for path in found]
 

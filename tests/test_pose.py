@@ -12,6 +12,8 @@ from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data.generators import generate
 from stn_repro.data.sources import load_mnist
 from stn_repro.pose import (
+    apply,
+    centre_jacobian,
     distortions,
     pose_recovery,
     spreads,
@@ -79,6 +81,37 @@ def test_the_distortions_undo_the_generators_images(digits, generator, kwargs):
     assert error.mean() < 12  # two bilinear resamplings of 0-255 digits
     shuffled = (restored - upright.roll(1, 0)).abs()[inside.expand_as(upright)]
     assert shuffled.mean() > 3 * error.mean()
+
+
+def test_the_addition_channels_get_their_own_digits_distortions(digits):
+    images, _, params = generate("addition", *digits, seed=5, params=RTS)
+    partner = params[:, 8].long()
+    for channel, upright in enumerate([digits[0], digits[0][partner]]):
+        t = torch.linalg.inv(distortions("addition", params, RTS["canvas"])[channel])
+        grid = Affine().grid(t[:, :2].flatten(1), (28, 28))
+        restored = sample(images[:, channel : channel + 1].double(), grid)[:, 0]
+        assert (restored - upright.double()).abs().mean() < 12
+        assert (restored - upright.roll(1, 0).double()).abs().mean() > 20
+
+
+def test_the_homography_jacobian_at_the_origin_against_finite_differences(digits):
+    h = distortions("projective", params_of("projective", PROJECTIVE, digits))[0][:50]
+    eps = 1e-6
+    columns = [(apply(h, torch.tensor([[eps, 0.0]], dtype=h.dtype))
+                - apply(h, torch.tensor([[-eps, 0.0]], dtype=h.dtype)))[:, 0] / (2 * eps),
+               (apply(h, torch.tensor([[0.0, eps]], dtype=h.dtype))
+                - apply(h, torch.tensor([[0.0, -eps]], dtype=h.dtype)))[:, 0] / (2 * eps)]
+    numeric = torch.stack(columns, dim=2)
+    torch.testing.assert_close(centre_jacobian(h), numeric, atol=1e-7, rtol=1e-6)
+
+
+def test_corner_spread_is_finite_on_p_and_blind_to_zoom(digits):
+    d = distortions("projective", params_of("projective", PROJECTIVE, digits))[0]
+    zoom = torch.diag(torch.tensor([0.8, 0.8, 1.0], dtype=torch.float64)).expand_as(d)
+    found = pose_recovery("projective", d, zoom)
+    corners = found["corners_px"]
+    assert 2 < corners["input"] < 20  # corners moved by N(0, 5 px), digits scaled U(0.75, 1)
+    assert abs(corners["removed_pct"]) < 1e-6  # zooming is no alignment
 
 
 def test_the_spread_of_a_known_translation_and_scale():
