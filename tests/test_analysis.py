@@ -31,7 +31,7 @@ def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cf
     addition = {(x["transformer"], x["channel"]) for x in rows if x["row"] == "2xST-FCN Aff"}
     assert addition == {("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")}
     pose_md = (out / "tables" / "pose.md").read_text()
-    assert "| R | ST-CNN Aff | 1 | 1 | 0 | rotation_deg |" in pose_md
+    assert "| R | ST-CNN Aff | 1 | 128 | 1 | 0 | rotation_deg |" in pose_md
 
     figures = out / "figures"
     assert figures / "table1_r.png" in written
