@@ -4,7 +4,8 @@ training animations (``python scripts/analyse.py``, part of ``make report``).
 Writes, under ``output_dir``: ``tables/pose.{md,csv}`` (``pose``: every finished ST run of
 Table 1 R, RTS, P and of Table 4), and under ``figures/``: ``table1_<column>.png`` (Table 1
 right: ST-CNN Aff against the CNN of its column), ``table4.png`` (Table 4 right), ``fig5_3d.png``,
-``table2_svhn.png``, ``gtsrb.png``, ``table3_cub.png``, and ``animation_<experiment>_<row>.gif``
+``table2_svhn.png``, ``gtsrb.png``, ``table3_cub.png``, ``fig4_coloc_{t,tc}.{png,gif}`` (digit 0's
+co-localisation over its steps), and ``animation_<experiment>_<row>.gif``
 for each run that kept snapshots of a transformer. Every PNG also goes to TensorBoard
 (``figures/tb``). A figure whose runs are not finished is skipped.
 """
@@ -18,6 +19,7 @@ from .config import slug
 from .errors import UserError
 from .figures import (
     addition_figure,
+    coloc_figure,
     cub_figure,
     gtsrb_figure,
     svhn_figure,
@@ -36,6 +38,8 @@ ONE_RUN = [
     ("table2_svhn64", "ST-CNN Multi", svhn_figure, "table2_svhn.png"),
     ("gtsrb", "CNN + 2 ST", gtsrb_figure, "gtsrb.png"),
     ("table3_cub", "4xST-CNN (448px)", cub_figure, "table3_cub.png"),
+    ("table5_coloc_t", "0", coloc_figure, "fig4_coloc_t.png"),
+    ("table5_coloc_tc", "0", coloc_figure, "fig4_coloc_tc.png"),
 ]
 # Rows whose training is animated, per experiment.
 ANIMATED = {**{e: ["ST-CNN Aff", "ST-FCN Aff"] for e in TABLE1},

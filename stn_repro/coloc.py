@@ -146,6 +146,8 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
 
     writer = SummaryWriter(str(run_dir / "tb"))
     n = len(images)
+    shown = images[:FIG4_IMAGES]
+    history = {"steps": [0], "boxes": [current_boxes(st, shown)]}  # the paper's Fig. 4
     tic = time.perf_counter()
     for it in range(int(co.iterations)):
         a = torch.randint(0, n, (co.batch_pairs,), generator=gen)
@@ -162,6 +164,9 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         writer.add_scalar("coloc/loss", loss.item(), it + 1)
         if (it + 1) % co.log_every == 0 or it + 1 == co.iterations:
             log_boxes(writer, st, images[:8], true_boxes[:8], it + 1)
+            history["steps"].append(it + 1)
+            history["boxes"].append(current_boxes(st, shown))
+    save_box_history(run_dir, shown, true_boxes[:FIG4_IMAGES], history)
     with torch.no_grad():
         _, theta = st(images)
     boxes = attention_boxes(theta.cpu(), size)
@@ -187,6 +192,28 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     return write_json(run_dir / "metrics.json", metrics)
+
+
+FIG4_IMAGES = 3  # images whose boxes are kept at every logged step (the paper's Fig. 4)
+
+
+@torch.no_grad()
+def current_boxes(st: SpatialTransformer, images: Tensor) -> Tensor:
+    """The transformer's boxes ``(B, 4)`` on ``images`` now, in canvas pixels."""
+    _, theta = st(images)
+    return attention_boxes(theta.cpu(), tuple(images.shape[-2:]))
+
+
+def save_box_history(run_dir: Path, images: Tensor, true_boxes: Tensor, history: dict) -> None:
+    """``boxes.pt``: ``images`` ``(B, 1, H, W)``, their true boxes ``(B, 4)``, and the
+    transformer's boxes ``(S, B, 4)`` at ``steps`` ``(S,)`` (0: the start)."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save({"images": images.cpu(), "true": true_boxes.cpu(),
+                "steps": torch.tensor(history["steps"]),
+                "boxes": torch.stack(history["boxes"])}, buf)  # fmt: skip
+    write_atomic(run_dir / "boxes.pt", buf.getvalue())
 
 
 def log_boxes(writer, st: SpatialTransformer, images: Tensor, true_boxes: Tensor, step: int):

@@ -260,3 +260,42 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     print(f"{out}: {len(frames)} frames (iterations {snapshots[0]['iteration']} to "
           f"{snapshots[-1]['iteration']})")  # fmt: skip
     return out
+
+
+def coloc_figure(run_dir: str | Path, out: str | Path, columns: int = 4) -> Path:
+    """The paper's Fig. 4: a co-localisation run's box (red; the true box green) on its first
+    images at ``columns`` steps spread over the optimisation (PNG), and at every logged step
+    (``*.gif`` beside it)."""
+    from PIL import Image, ImageDraw
+
+    from .viz import draw_boxes
+
+    path = Path(run_dir) / "boxes.pt"
+    if not path.exists():
+        raise UserError(f"{run_dir} kept no boxes (boxes.pt): run its co-localisation first")
+    kept = torch.load(path)
+    images = tiles(kept["images"].float()).expand(-1, 3, -1, -1)  # (B, 3, H, W)
+    size = 3 * images.shape[-1]
+    scale = size / images.shape[-1]
+
+    def at(k: int) -> Tensor:  # (B, 3, size, size): step k's boxes and the true ones
+        boxes = torch.stack([kept["boxes"][k], kept["true"]], 1) * scale  # (B, 2, 4)
+        return draw_boxes(upscaled(images, size), boxes, width=2)
+
+    steps = kept["steps"].tolist()
+    chosen = torch.linspace(0, len(steps) - 1, min(columns, len(steps))).round().long().tolist()
+    grid = torch.stack([at(k) for k in chosen], 1).flatten(0, 1)  # image-major rows
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(grid, nrow=len(chosen), pad_value=0.5), out)
+    frames = []
+    for k, step in enumerate(steps):
+        frame = make_grid(at(k), nrow=len(images), pad_value=0.5)
+        picture = Image.fromarray(frame.mul(255).byte().permute(1, 2, 0).numpy())
+        ImageDraw.Draw(picture).text((4, 2), f"step {step}", fill="white")
+        frames.append(picture)
+    frames[0].save(out.with_suffix(".gif"), save_all=True, append_images=frames[1:],
+                   duration=400, loop=0)  # fmt: skip
+    print(f"{out}: rows = images, columns = steps {[steps[k] for k in chosen]}; red: the "
+          "transformer's box, green: the digit's")  # fmt: skip
+    return out

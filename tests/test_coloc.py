@@ -98,3 +98,18 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     acc = EventAccumulator(str(only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1") / "tb"))
     acc.Reload()
     assert "coloc/boxes/0" in acc.Tags()["images"]
+    # The paper's Fig. 4: the boxes kept at every logged step (smoke: 0, 2, 3), drawn
+    import torch
+
+    from stn_repro.coloc import attention_boxes
+    from stn_repro.figures import coloc_figure
+
+    run = only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1")
+    kept = torch.load(run / "boxes.pt")
+    assert kept["steps"].tolist() == [0, 2, 3] and kept["boxes"].shape == (3, 3, 4)
+    start = attention_boxes(torch.tensor([[0.333, 0.0, 0.0]]), kept["images"].shape[-2:])
+    torch.testing.assert_close(kept["boxes"][0], start.expand(3, 4))  # the configured start
+    figure = coloc_figure(run, tmp_path / "fig4.png")
+    from PIL import Image
+
+    assert Image.open(figure.with_suffix(".gif")).n_frames == 3
