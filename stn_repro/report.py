@@ -3,8 +3,8 @@
 It holds every table written under ``outputs/tables/`` (paper beside ours), where each column's
 numbers come from (``provenance``: schedule, seeds, iterations, device, torch, commit, wall
 time, read from the runs' metrics kept in ``tables/columns/``), the pose table, and the figures
-and animations under ``outputs/figures/``. Markdown only: an HTML copy would need a Markdown
-library, not worth a dependency.
+and animations under ``outputs/figures/``; ``report.html`` beside it is the same, rendered by
+Python-Markdown.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def table_key(path: Path) -> tuple:
 
 
 def write_report(output_dir: str | Path) -> Path:
-    """Write ``report.md`` from what ``output_dir`` holds now; return its path."""
+    """Write ``report.md`` (and ``report.html``) from what ``output_dir`` holds now; return
+    the Markdown's path."""
     out = Path(output_dir)
     columns = provenance(out)
     unreadable = [c["unreadable"] for c in columns if "unreadable" in c]
@@ -97,6 +98,12 @@ def write_report(output_dir: str | Path) -> Path:
         lines += ["", "## Figures and animations", ""]
         for figure in figures:
             lines += [f"### {figure.stem}", "", f"![{figure.stem}](figures/{figure.name})", ""]
+    text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
-    write_atomic(path, "\n".join(lines).rstrip() + "\n")
+    write_atomic(path, text)
+    import markdown
+
+    body = markdown.markdown(text, extensions=["tables"])
+    write_atomic(out / "report.html", '<!doctype html>\n<meta charset="utf-8">\n'
+                 f"<title>stn-repro report</title>\n{body}\n")  # fmt: skip
     return path

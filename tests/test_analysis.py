@@ -47,3 +47,5 @@ def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cf
     assert "## Pose recovery (`smoke` runs)" in report and "## table1: % test error" in report
     assert "![table1_r](figures/table1_r.png)" in report
     assert "| R | CNN | 1.2 |" in report  # the paper's number, in its own column
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and '<img alt="table1_r" src="figures/table1_r.png"' in html
