@@ -144,6 +144,8 @@ class Model:
     num_transformers: int = checked(at_least(1), 1)
     pretrained: bool | None = None  # CUB models: ImageNet weights for every Inception
     part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
+    # Several transformers: each its own localisation network (True) or one shared (None)
+    independent_localisation: bool | None = None
     transform: Any = None  # checked by building it
 
 

@@ -120,8 +120,12 @@ def make_st(cfg: DictConfig, spec: DataSpec) -> SpatialTransformer:
         )
     if cfg.localisation not in LOCALISATIONS:
         raise UserError(f"unknown localisation {cfg.localisation!r}; use {sorted(LOCALISATIONS)}")
-    localisation, features = LOCALISATIONS[cfg.localisation](spec.shape)
     n = int(cfg.get("num_transformers", 1))
+    if cfg.get("independent_localisation") and n > 1:  # one whole network per transformer
+        nets = [LOCALISATIONS[cfg.localisation](spec.shape) for _ in range(n)]
+        localisation, features = nn.ModuleList([net for net, _ in nets]), nets[0][1]
+    else:
+        localisation, features = LOCALISATIONS[cfg.localisation](spec.shape)
     return SpatialTransformer(
         transform, spec.shape[1:], localisation, features, n, flatten_depth=dims == 3
     )

@@ -19,10 +19,13 @@ class SpatialTransformer(nn.Module):
         output_size: ``(H, W)`` (or ``(D, H, W)`` for a 3D transform) of each warped map.
         localisation: network mapping the input ``(B, C, ...)`` to features ``(B, F)``. A final
             linear layer ``F -> num_transformers * num_params`` is added; it starts at the
-            identity (zero weights, bias = the identity parameters).
+            identity (zero weights, bias = the identity parameters). An ``nn.ModuleList`` of
+            ``num_transformers`` networks instead gives each transformer its own localisation
+            network and regression layer ``F -> num_params`` (nothing shared).
         localisation_features: ``F``; required with ``localisation``.
         num_transformers: ``N`` transformers run in parallel on the same input, sharing the
-            localisation network (one regression layer predicts all N thetas).
+            localisation network (one regression layer predicts all N thetas) unless
+            ``localisation`` is a list of N networks.
         fixed_theta: instead of a localisation network, always use this theta, shape
             ``(num_params,)`` or ``(N, num_params)``.
         mode: ``"bilinear"`` or ``"nearest"`` sampling.
@@ -78,13 +81,24 @@ class SpatialTransformer(nn.Module):
                 f"{transform.num_params} values, got {torch.as_tensor(given).numel()}"
             )
         self.localisation = localisation
+        self.independent = isinstance(localisation, nn.ModuleList)
+        if self.independent and len(localisation) != num_transformers:
+            raise ValueError(f"{len(localisation)} localisation networks for {num_transformers} "
+                             "transformers; give one per transformer")  # fmt: skip
         if localisation is not None:
             if localisation_features is None:
                 raise ValueError("`localisation_features` (the network's output width) is needed")
-            self.regressor = nn.Linear(localisation_features, n_theta)
-            nn.init.zeros_(self.regressor.weight)
-            with torch.no_grad():
-                self.regressor.bias.copy_(start)
+            outputs = transform.num_params if self.independent else n_theta
+            regressors = [nn.Linear(localisation_features, outputs)
+                          for _ in range(num_transformers if self.independent else 1)]  # fmt: skip
+            for regressor, bias in zip(regressors, start.split(outputs), strict=True):
+                nn.init.zeros_(regressor.weight)
+                with torch.no_grad():
+                    regressor.bias.copy_(bias)
+            if self.independent:
+                self.regressors = nn.ModuleList(regressors)
+            else:
+                self.regressor = regressors[0]
         else:
             theta = torch.as_tensor(fixed_theta, dtype=torch.float32).reshape(-1)
             if theta.numel() != n_theta:
@@ -99,12 +113,15 @@ class SpatialTransformer(nn.Module):
         """Parameters of the localisation network and its regression layer (for their own lr)."""
         if self.localisation is not None:
             yield from self.localisation.parameters()
-            yield from self.regressor.parameters()
+            yield from (self.regressors if self.independent else self.regressor).parameters()
 
     def theta(self, x: Tensor) -> Tensor:
         """Regress theta ``(B, N * num_params)`` from the input."""
         if self.localisation is None:
             return self.fixed_theta.to(x.dtype).expand(x.shape[0], -1)
+        if self.independent:
+            pairs = zip(self.localisation, self.regressors, strict=True)
+            return torch.cat([regressor(net(x)) for net, regressor in pairs], dim=1)
         return self.regressor(self.localisation(x))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:

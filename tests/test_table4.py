@@ -1,0 +1,48 @@
+"""Table 4's two parallel transformers: parameter budgets and independent localisation
+networks (each transformer a whole module of its own)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stn_repro.engine import transformers
+from stn_repro.models import DataSpec, build_model, count_params
+
+ADDITION = DataSpec((2, 42, 42), 19, 1, 1)
+ROWS = [["model=fcn"], ["model=cnn"]] + [
+    [f"model={m}", f"model/transform={t}", *extra]
+    for m, extra in [("st_fcn", []), ("st2_fcn", []),
+                     ("st2_fcn", ["model.independent_localisation=true"])]  # fmt: skip
+    for t in ("affine", "projective", "tps")
+]
+
+
+@pytest.mark.parametrize("overrides", ROWS, ids=[" ".join(r) for r in ROWS])
+def test_every_row_has_about_400k_parameters(compose_cfg, overrides):
+    cfg = compose_cfg("experiment=table4_addition", *overrides)
+    assert abs(count_params(build_model(cfg.model, ADDITION)) - 400_000) <= 4_000
+
+
+def test_independent_localisation_networks_share_nothing(compose_cfg):
+    cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn", "model/transform=affine",
+                      "model.independent_localisation=true")  # fmt: skip
+    [st] = transformers(build_model(cfg.model, ADDITION))
+    first, second = (list(net.parameters()) + list(reg.parameters())
+                     for net, reg in zip(st.localisation, st.regressors, strict=True))  # fmt: skip
+    assert not {p.data_ptr() for p in first} & {p.data_ptr() for p in second}
+    assert {id(p) for p in st.localisation_parameters()} == {id(p) for p in first + second}
+    # Both start at the identity; changing one network moves only its own transformer's theta.
+    x = torch.rand(4, 2, 42, 42)
+    _, theta = st(x)
+    torch.testing.assert_close(theta, st.transform.identity_params().expand(4, 2, 6))
+    with torch.no_grad():
+        st.regressors[1].weight.normal_(0, 0.1)
+    _, moved = st(x)
+    torch.testing.assert_close(moved[:, 0], theta[:, 0])
+    assert not torch.allclose(moved[:, 1], theta[:, 1])
+    # Gradients of transformer 1's theta reach only network 1.
+    _, theta = st(x)
+    theta[:, 0].sum().backward()
+    assert all(p.grad is None or not p.grad.any() for p in second)
+    assert any(p.grad is not None and p.grad.any() for p in first)
