@@ -207,6 +207,21 @@ def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     return model.eval()
 
 
+def log_pose(writer, model: nn.Module, feed, dataset: DictConfig, step: int) -> None:
+    """How much of the test digits' known distortions each transformer removes, per input
+    channel (``pose``; generated MNIST only): ``pose/<measure>_removed/t<k>_ch<c>``, in %."""
+    from .pose import measure_model
+
+    if dataset.source != "mnist" or not transformers(model):
+        return
+    for row in measure_model(model, feed, dataset, limit=POSE_IMAGES):
+        tag = f"pose/{row['measure']}_removed/t{row['transformer']}_ch{row['channel']}"
+        writer.add_scalar(tag, row["removed_pct"], step)
+
+
+POSE_IMAGES = 2000  # test images the pose is measured on during training
+
+
 class NoWriter:
     """What ranks other than 0 log to: nothing (every SummaryWriter method does nothing)."""
 
@@ -336,6 +351,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if step % log.eval_every == 0 and step != schedule.iterations:
                 error = evaluate(model, feed, watch, task, where)
                 writer.add_scalar(f"{watch}/error", error, step)
+                if where.main:
+                    log_pose(writer, model, feed, cfg.dataset, step)
             if step % log.checkpoint_every == 0 or step == schedule.iterations or stopping:
                 elapsed += time.perf_counter() - tic
                 tic = time.perf_counter()
@@ -356,6 +373,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     val_error = evaluate(model, feed, "val", task, where) if "val" in feed.splits else None
     test_error = evaluate(model, feed, "test", task, where)
     params = count_params(model)
+    if where.main:
+        log_pose(writer, model, feed, cfg.dataset, schedule.iterations)
     if val_error is not None:
         writer.add_scalar("val/error", val_error, schedule.iterations)
     writer.add_scalar("test/error", test_error, schedule.iterations)

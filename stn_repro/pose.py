@@ -157,12 +157,42 @@ FIELDS = ["experiment", "column", "row", "seed", "images", "transformer", "chann
 
 
 @torch.no_grad()
-def measure_run(run_dir, batch: int = 500) -> list[dict]:
-    """The pose recovery of a finished run's first spatial transformer over the whole test
-    set: one row per (transformer, input channel, measure). Empty for a model without one."""
+def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 500) -> list[dict]:
+    """Pose recovery of ``model``'s first spatial transformer on the first ``limit`` (all)
+    test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
+    input channel, measure). Empty without a transformer or for a generator not in
+    ``MEASURES``."""
+    from .engine import traced
+
+    test = feed.splits["test"]
+    count = min(limit or len(test), len(test))
+    if dataset.generator not in MEASURES:
+        return []
+    thetas = []
+    for start in range(0, count, batch):
+        x, _ = feed.batch(test, slice(start, min(start + batch, count)))
+        found = traced(model, x)
+        if not found:
+            return []
+        st, _, _, theta = found[0]
+        thetas.append(theta.reshape(len(x), st.num_transformers, -1).cpu())
+    theta = torch.cat(thetas)  # (N, transformers, P)
+    ds = distortions(dataset.generator, test.params[:count], dataset.params.get("canvas"))
+    rows = []
+    for k in range(theta.shape[1]):
+        t = transform_matrices(st.transform, theta[:, k])
+        for channel, d in enumerate(ds):
+            for measure, spread in pose_recovery(dataset.generator, d, t).items():
+                rows.append({"images": count, "transformer": k + 1, "channel": channel,
+                             "measure": measure, **spread})  # fmt: skip
+    return rows
+
+
+def measure_run(run_dir) -> list[dict]:
+    """``measure_model`` on a finished run, over its whole test set, each row labelled with the
+    run's experiment, column, row and seed."""
     from omegaconf import OmegaConf
 
-    from .engine import traced
     from .figures import load_run
     from .files import read_json
 
@@ -171,27 +201,8 @@ def measure_run(run_dir, batch: int = 500) -> list[dict]:
         return []  # (no data is loaded for a model without a transformer)
     model, feed = load_run(run_dir)
     metrics = read_json(f"{run_dir}/metrics.json")
-    test = feed.splits["test"]
-    thetas = []
-    for start in range(0, len(test), batch):
-        x, _ = feed.batch(test, slice(start, start + batch))
-        found = traced(model, x)
-        if not found:
-            return []
-        st, _, _, theta = found[0]
-        thetas.append(theta.reshape(len(x), st.num_transformers, -1))
-    theta = torch.cat(thetas)  # (N, transformers, P)
-    ds = distortions(cfg.dataset.generator, test.params, cfg.dataset.params.get("canvas"))
-    rows = []
-    for k in range(theta.shape[1]):
-        t = transform_matrices(st.transform, theta[:, k])
-        for channel, d in enumerate(ds):
-            for measure, spread in pose_recovery(cfg.dataset.generator, d, t).items():
-                rows.append({"experiment": metrics["experiment"], "column": metrics["column"],
-                             "row": metrics["row"], "seed": metrics["seed"], "images": len(test),
-                             "transformer": k + 1, "channel": channel, "measure": measure,
-                             **spread})  # fmt: skip
-    return rows
+    where = {k: metrics[k] for k in ("experiment", "column", "row", "seed")}
+    return [{**where, **row} for row in measure_model(model, feed, cfg.dataset)]
 
 
 def finished_runs(output_dir, schedule: str) -> list:

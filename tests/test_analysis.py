@@ -30,6 +30,14 @@ def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cf
     assert abs(float(r[0]["removed_pct"])) < 10
     addition = {(x["transformer"], x["channel"]) for x in rows if x["row"] == "2xST-FCN Aff"}
     assert addition == {("1", "0"), ("1", "1"), ("2", "0"), ("2", "1")}
+    # The same measure logged to TensorBoard while training (the 2,000 first test images)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [tb] = (out / "runs" / "table4_addition" / "smoke" / "2xst-fcn-aff").glob("*/seed1/tb")
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    assert {f"pose/translation_px_removed/t{k}_ch{c}" for k in (1, 2) for c in (0, 1)} <= set(
+        acc.Tags()["scalars"])  # fmt: skip
     pose_md = (out / "tables" / "pose.md").read_text()
     assert "| R | ST-CNN Aff | 1 | 128 | 1 | 0 | rotation_deg |" in pose_md
 
