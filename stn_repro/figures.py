@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import Tensor
+from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid, save_image
 
 from .data.feeds import make_feed
@@ -168,7 +169,7 @@ def table1_figure(st_dir: str | Path, cnn_dir: str | Path, out: str | Path,
     """The paper's Table 1 (right): test digits the ST run classifies correctly and the CNN run
     (same data) does not. Per digit: the input, the transformer's grid T(G) on it, its output,
     and the rotation the transformer applies (degrees)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from .pose import rotation_deg, transform_matrices
     from .viz import draw_grid
@@ -199,7 +200,7 @@ def table1_figure(st_dir: str | Path, cnn_dir: str | Path, out: str | Path,
     rows = torch.stack([shown.expand(-1, 3, -1, -1), drawn,
                         upscaled(tiles(warped), size).expand(-1, 3, -1, -1)], 1)  # fmt: skip
     picture = make_grid(rows.flatten(0, 1), nrow=3, pad_value=0.5)
-    image = Image.fromarray(picture.mul(255).byte().permute(1, 2, 0).numpy())
+    image = to_pil_image(picture)
     angles = rotation_deg(transform_matrices(st.transform, theta))
     draw = ImageDraw.Draw(image)
     for i, angle in enumerate(angles.tolist()):  # on each output tile, its top left corner
@@ -217,7 +218,7 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     """An animated GIF of the run's first transformer over training, like the paper's videos:
     one frame per snapshot (``schedule.log.snapshot_every``), showing on fixed test images its
     grid on the input (top) and its output (bottom), with the iteration."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from .engine import transformers
     from .runs import load_snapshots
@@ -251,7 +252,7 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
         frame = torch.full((3, top.shape[1] + bottom.shape[1] + 14, width), 0.0)
         frame[:, 14 : 14 + top.shape[1], : top.shape[-1]] = top
         frame[:, 14 + top.shape[1] :, : bottom.shape[-1]] = bottom
-        image = Image.fromarray(frame.mul(255).byte().permute(1, 2, 0).numpy())
+        image = to_pil_image(frame)
         ImageDraw.Draw(image).text((4, 1), f"iteration {snapshot['iteration']}", fill="white")
         frames.append(image)
     out = Path(out)
@@ -266,7 +267,7 @@ def coloc_figure(run_dir: str | Path, out: str | Path, columns: int = 4) -> Path
     """The paper's Fig. 4: a co-localisation run's box (red; the true box green) on its first
     images at ``columns`` steps spread over the optimisation (PNG), and at every logged step
     (``*.gif`` beside it)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     from .viz import draw_boxes
 
@@ -291,7 +292,7 @@ def coloc_figure(run_dir: str | Path, out: str | Path, columns: int = 4) -> Path
     frames = []
     for k, step in enumerate(steps):
         frame = make_grid(at(k), nrow=len(images), pad_value=0.5)
-        picture = Image.fromarray(frame.mul(255).byte().permute(1, 2, 0).numpy())
+        picture = to_pil_image(frame)
         ImageDraw.Draw(picture).text((4, 2), f"step {step}", fill="white")
         frames.append(picture)
     frames[0].save(out.with_suffix(".gif"), save_all=True, append_images=frames[1:],
