@@ -27,32 +27,32 @@ def test_the_ranks_shares_make_up_the_global_batch_exactly():
     assert sorted(two[0] + two[1]) == sorted(alone) and two[1][0] == alone[1]
 
 
+def assert_each_rank_gets_its_share(feed, start: int) -> None:
+    """Of two ranks, rank r gets items r, r + 2, ... of the batch at ``start`` and of the test
+    split."""
+    x, y = next(feed.train_batches(start))
+    for r in range(2):
+        x_r, y_r = next(feed.train_batches(start, Ranks(r, 2)))
+        assert torch.equal(x_r, x[r::2]) and torch.equal(y_r, y[r::2])
+    whole = torch.cat([y for _, y in feed.eval_batches("test")])
+    shares = [torch.cat([y for _, y in feed.eval_batches("test", Ranks(r, 2))]) for r in range(2)]
+    assert torch.equal(shares[0], whole[0::2]) and torch.equal(shares[1], whole[1::2])
+
+
 def test_feeds_give_each_rank_its_share_of_batches_and_evaluation(compose_cfg, tmp_path):
     from stn_repro.data.feeds import FileFeed
 
     root = tiny_gtsrb(tmp_path / "GTSRB")
     feed = FileFeed(compose_cfg("dataset=gtsrb", "model=gtsrb_cnn", "workers=0",
                                 f"paths.gtsrb_dir={root}"), torch.device("cpu"))  # fmt: skip
-    x, y = next(feed.train_batches(5))
-    for r in range(2):
-        x_r, y_r = next(feed.train_batches(5, Ranks(r, 2)))
-        assert torch.equal(x_r, x[r::2]) and torch.equal(y_r, y[r::2])
-    whole = torch.cat([y for _, y in feed.eval_batches("test")])
-    shares = [torch.cat([y for _, y in feed.eval_batches("test", Ranks(r, 2))]) for r in range(2)]
-    assert torch.equal(shares[0], whole[0::2]) and torch.equal(shares[1], whole[1::2])
+    assert_each_rank_gets_its_share(feed, start=5)
 
 
 def test_memory_feeds_give_each_rank_its_share_too(compose_cfg):
     from stn_repro.data.feeds import MemoryFeed
 
     feed = MemoryFeed(compose_cfg("experiment=table1_rts"), torch.device("cpu"))
-    x, y = next(feed.train_batches(3))
-    for r in range(2):
-        x_r, y_r = next(feed.train_batches(3, Ranks(r, 2)))
-        assert torch.equal(x_r, x[r::2]) and torch.equal(y_r, y[r::2])
-    whole = torch.cat([y for _, y in feed.eval_batches("test")])
-    shares = [torch.cat([y for _, y in feed.eval_batches("test", Ranks(r, 2))]) for r in range(2)]
-    assert torch.equal(shares[0], whole[0::2]) and torch.equal(shares[1], whole[1::2])
+    assert_each_rank_gets_its_share(feed, start=3)
 
 
 def test_two_gloo_processes_train_the_run_one_process_trains(compose_cfg, smoke, tmp_path):
