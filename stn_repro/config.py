@@ -29,7 +29,8 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 LATER_KEYS = {
     "dataset": {"task": "classify", "positions": 1},
     "model": {"head": None, "target_params": None, "width": None, "dropout": None,
-              "pretrained": None, "part_size": None, "independent_localisation": None},
+              "pretrained": None, "part_size": None, "independent_localisation": None,
+              "regressor_init_std": None},
 }
 """Keys added after runs were first recorded, with the values that mean "as before": left out of
 a run's identity at those values, so earlier runs keep their hashes and directories."""

@@ -52,12 +52,15 @@ def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
 
 def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     """The run's config, validated: the command line's overrides (less the selectors), the
-    row's, the seed, and the experiment's own overrides for the schedule (``per_schedule``)."""
+    row's, the seed, and the experiment's own overrides for the schedule (``per_schedule``),
+    less any key the command line sets itself (the command line wins)."""
     from hydra import compose
 
-    run = [*[o for o in overrides if key_of(o) not in SELECTORS], *row.overrides, f"seed={seed}"]
+    given = [o for o in overrides if key_of(o) not in SELECTORS]
+    run = [*given, *row.overrides, f"seed={seed}"]
     cfg = compose("config", overrides=run)
-    extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name)
+    extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name) or []
+    extra = [o for o in extra if key_of(o) not in {key_of(g) for g in given}]
     return validate(compose("config", overrides=[*run, *extra]) if extra else cfg)
 
 

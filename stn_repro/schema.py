@@ -146,6 +146,9 @@ class Model:
     part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
     # Several transformers: each its own localisation network (True) or one shared (None)
     independent_localisation: bool | None = None
+    # Std of the regression layer's initial weights (None: zeros, every theta starts at the
+    # identity); breaks the symmetry between parallel transformers
+    regressor_init_std: float | None = checked(at_least(0), None)
     transform: Any = None  # checked by building it
 
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from stn_repro.engine import transformers
+from stn_repro.experiment import compose_run
 from stn_repro.models import DataSpec, build_model, count_params
 
 ADDITION = DataSpec((2, 42, 42), 19, 1, 1)
@@ -46,3 +47,31 @@ def test_independent_localisation_networks_share_nothing(compose_cfg):
     theta[:, 0].sum().backward()
     assert all(p.grad is None or not p.grad.any() for p in second)
     assert any(p.grad is not None and p.grad.any() for p in first)
+
+
+def test_random_regressor_start_breaks_the_symmetry(compose_cfg):
+    """By default both transformers of the shared network start as exact twins (same theta for
+    every input); ``model.regressor_init_std`` makes their thetas differ from the first step."""
+    x = torch.rand(4, 2, 42, 42)
+    thetas = {}
+    for std in ("null", "0.05"):
+        cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn",
+                          "model/transform=affine", f"model.regressor_init_std={std}")  # fmt: skip
+        [st] = transformers(build_model(cfg.model, ADDITION))
+        _, thetas[std] = st(x)
+    twins = thetas["null"]
+    torch.testing.assert_close(twins[:, 0], twins[:, 1])
+    torch.testing.assert_close(twins, st.transform.identity_params().expand(4, 2, 6))
+    broken = thetas["0.05"]
+    assert not torch.allclose(broken[:, 0], broken[:, 1], atol=1e-3)
+    assert not torch.allclose(broken[0], broken[1], atol=1e-3)  # depends on the input
+
+
+def test_command_line_beats_the_experiments_schedule_overrides(compose_cfg):
+    """table4_addition sets 6,000 iterations for `fast`; an explicit override still wins."""
+    cfg = compose_cfg("experiment=table4_addition", "schedule=fast")
+    row = cfg.experiment.rows[0]
+    base = ["experiment=table4_addition", "schedule=fast"]
+    assert compose_run(base, row, 1).schedule.iterations == 6000
+    longer = compose_run([*base, "schedule.iterations=12000"], row, 1)
+    assert longer.schedule.iterations == 12000

@@ -127,7 +127,8 @@ def make_st(cfg: DictConfig, spec: DataSpec) -> SpatialTransformer:
     else:
         localisation, features = LOCALISATIONS[cfg.localisation](spec.shape)
     return SpatialTransformer(
-        transform, spec.shape[1:], localisation, features, n, flatten_depth=dims == 3
+        transform, spec.shape[1:], localisation, features, n, flatten_depth=dims == 3,
+        regressor_init_std=cfg.get("regressor_init_std") or 0.0,
     )
 
 

@@ -33,6 +33,10 @@ class SpatialTransformer(nn.Module):
             ``(B, C, H, W)`` map (the projection of Appendix A.3).
         initial_theta: where the regression layer starts, shape ``(num_params,)`` or
             ``(N, num_params)``; the identity by default.
+        regressor_init_std: standard deviation of the regression layer's initial weights. 0 (the
+            default): zero weights, so every input starts at ``initial_theta``. A small value
+            makes each theta depend on the input from the start, which breaks the symmetry
+            between parallel transformers that share a localisation network.
 
     ``forward(x)`` returns ``(output, theta)``. With ``N = 1``: output ``(B, C, *output_size)``,
     theta ``(B, num_params)``. With ``N > 1``: output ``(B, N, C, *output_size)``, theta
@@ -50,6 +54,7 @@ class SpatialTransformer(nn.Module):
         mode: str = "bilinear",
         flatten_depth: bool = False,
         initial_theta: Tensor | None = None,
+        regressor_init_std: float = 0.0,
     ):
         super().__init__()
         if (localisation is None) == (fixed_theta is None):
@@ -92,7 +97,10 @@ class SpatialTransformer(nn.Module):
             regressors = [nn.Linear(localisation_features, outputs)
                           for _ in range(num_transformers if self.independent else 1)]  # fmt: skip
             for regressor, bias in zip(regressors, start.split(outputs), strict=True):
-                nn.init.zeros_(regressor.weight)
+                if regressor_init_std:
+                    nn.init.normal_(regressor.weight, std=regressor_init_std)
+                else:  # no random draw: the models' other weights stay as without the option
+                    nn.init.zeros_(regressor.weight)
                 with torch.no_grad():
                     regressor.bias.copy_(bias)
             if self.independent:
