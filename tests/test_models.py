@@ -39,8 +39,8 @@ def test_every_row_trains_and_counts_match(compose_cfg, experiment):
         logits = model(x)
         assert logits.shape == (3, spec.num_classes), name
         # Nudge the regression layer off its zero init so the localisation net gets gradients.
-        if model.st is not None and model.st.regressor is not None:
-            torch.nn.init.normal_(model.st.regressor.weight, std=1e-3)
+        for layer in model.st.regression_layers() if model.st is not None else []:
+            torch.nn.init.normal_(layer.weight, std=1e-3)
         torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2])).backward()
         for pname, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: {pname} has no grad"
@@ -62,7 +62,7 @@ def test_two_transformers_feed_four_channels(compose_cfg):
     assert model.st.num_transformers == 2
     assert model.head[1].in_features == 4 * 21 * 21  # 2 transformers x 2 channels, pooled
     with torch.no_grad():  # one transformer zooms on the left half, the other on the right
-        model.st.regressor.bias.view(2, 32)[0, 0::2] -= 0.5
+        model.st.regression_layers()[0].bias[:32][0::2] -= 0.5
     out, theta = model.st(torch.rand(3, 2, 42, 42))
     assert out.shape == (3, 2, 2, 42, 42) and theta.shape == (3, 2, 32)
     assert not torch.allclose(out[:, 0], out[:, 1])

@@ -14,7 +14,7 @@ ADDITION = DataSpec((2, 42, 42), 19, 1, 1)
 ROWS = [["model=fcn"], ["model=cnn"]] + [
     [f"model={m}", f"model/transform={t}", *extra]
     for m, extra in [("st_fcn", []), ("st2_fcn", []),
-                     ("st2_fcn", ["model.independent_localisation=true"])]  # fmt: skip
+                     ("st2_fcn", ["model.independent_localisation=false"])]  # fmt: skip
     for t in ("affine", "projective", "tps")
 ]
 
@@ -26,8 +26,7 @@ def test_every_row_has_about_400k_parameters(compose_cfg, overrides):
 
 
 def test_independent_localisation_networks_share_nothing(compose_cfg):
-    cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn", "model/transform=affine",
-                      "model.independent_localisation=true")  # fmt: skip
+    cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn", "model/transform=affine")
     [st] = transformers(build_model(cfg.model, ADDITION))
     first, second = (list(net.parameters()) + list(reg.parameters())
                      for net, reg in zip(st.localisation, st.regressors, strict=True))  # fmt: skip
@@ -50,13 +49,14 @@ def test_independent_localisation_networks_share_nothing(compose_cfg):
 
 
 def test_random_regressor_start_breaks_the_symmetry(compose_cfg):
-    """By default both transformers of the shared network start as exact twins (same theta for
+    """Both transformers of a shared network start as exact twins (same theta for
     every input); ``model.regressor_init_std`` makes their thetas differ from the first step."""
     x = torch.rand(4, 2, 42, 42)
     thetas = {}
     for std in ("null", "0.05"):
-        cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn",
-                          "model/transform=affine", f"model.regressor_init_std={std}")  # fmt: skip
+        cfg = compose_cfg("experiment=table4_addition", "model=st2_fcn", "model/transform=affine",
+                          "model.independent_localisation=false",
+                          f"model.regressor_init_std={std}")  # fmt: skip
         [st] = transformers(build_model(cfg.model, ADDITION))
         _, thetas[std] = st(x)
     twins = thetas["null"]

@@ -117,11 +117,19 @@ class SpatialTransformer(nn.Module):
             self.regressor = None
             self.register_buffer("fixed_theta", theta)
 
+    def regression_layers(self) -> list[nn.Linear]:
+        """The final linear layers regressing theta: one per transformer with independent
+        localisation networks, one shared otherwise, none with a fixed theta."""
+        if self.localisation is None:
+            return []
+        return list(self.regressors) if self.independent else [self.regressor]
+
     def localisation_parameters(self) -> Iterator[nn.Parameter]:
         """Parameters of the localisation network and its regression layer (for their own lr)."""
         if self.localisation is not None:
             yield from self.localisation.parameters()
-            yield from (self.regressors if self.independent else self.regressor).parameters()
+            for layer in self.regression_layers():
+                yield from layer.parameters()
 
     def theta(self, x: Tensor) -> Tensor:
         """Regress theta ``(B, N * num_params)`` from the input."""
