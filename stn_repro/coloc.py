@@ -9,6 +9,13 @@ image:
     L = sum over pairs (n, m) of max(0, ||e(I_n^T) - e(I_m^T)||^2 - ||e(I_n^T) - e(I_n^rand)||^2
                                         + alpha)
 
+Written this way the loss has a degenerate minimum (windows of empty canvas look alike in every
+image, and a window wholly on black background gets exactly zero gradient through bilinear
+sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options of
+``cfg.coloc`` are the ingredients docs/reproduction-notes.md describes (each off in
+``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
+``negative_scale``, ``normalise_features``, ``pairing``.
+
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
 pixel columns 0..27 is ``x0 = 0, x1 = 28``).
@@ -21,9 +28,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from torchvision.ops import box_iou
+from torchvision.transforms.functional import gaussian_blur
 
 from .config import config_hash
 from .data import load_split
@@ -32,7 +41,7 @@ from .engine import pick_device
 from .errors import UserError
 from .files import write_atomic, write_json
 from .runs import clear_run, code_version, finished_metrics
-from .st import Attention, SpatialTransformer, sample
+from .st import Attention, BoundedAttention, SpatialTransformer, sample
 
 
 def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
@@ -42,12 +51,13 @@ def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: fl
     return (pos - neg + margin).clamp(min=0).mean()
 
 
-def attention_boxes(theta: Tensor, size: tuple[int, int]) -> Tensor:
-    """Attention thetas ``(B, 3)`` = (s, tx, ty) -> the sampled windows ``(B, 4)`` in pixels."""
-    from .st.transforms import Attention
+def attention_boxes(theta: Tensor, size: tuple[int, int], transform: Attention | None = None
+                    ) -> Tensor:  # fmt: skip
+    """Thetas ``(B, 3)`` of ``transform`` (default: :class:`Attention`, theta = (s, tx, ty))
+    -> the sampled windows ``(B, 4)`` in pixels."""
     from .viz import window_boxes
 
-    return window_boxes(Attention().matrix(theta), size)
+    return window_boxes((transform or Attention()).matrix(theta), size)
 
 
 def digit_boxes(params: Tensor, canvas: int) -> Tensor:
@@ -89,13 +99,93 @@ def localisation_net(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
     ), 8  # fmt: skip
 
 
-def random_crops(x: Tensor, scale: float, generator: torch.Generator) -> Tensor:
-    """A crop of each image ``(B, C, H, W)``, of side ``scale`` of the image, at a uniform
-    random place inside it, sampled to ``DIGIT x DIGIT``."""
+def random_crops(x: Tensor, scale: float | Tensor, generator: torch.Generator) -> Tensor:
+    """A crop of each image ``(B, C, H, W)``, of side ``scale`` (one number, or ``(B,)``) of
+    the image, at a uniform random place inside it, sampled to ``DIGIT x DIGIT``."""
     b = x.shape[0]
+    scale = torch.as_tensor(scale, dtype=torch.float32).expand(b).cpu()[:, None]  # (B, 1)
     t = (2 * torch.rand(b, 2, generator=generator) - 1) * (1 - scale)
-    theta = torch.cat([torch.full((b, 1), scale), t], dim=1).to(x)
+    theta = torch.cat([scale, t], dim=1).to(x)
     return sample(x, Attention().grid(theta, (DIGIT, DIGIT)))
+
+
+def make_transformer(co: DictConfig, shape: tuple[int, int, int]) -> SpatialTransformer:
+    """The attention transformer of A.2, its window starting centred at ``co.initial_scale``;
+    with ``co.inside_canvas`` a :class:`BoundedAttention` (never leaves the canvas)."""
+    loc, features = localisation_net(shape)
+    start = torch.tensor([co.initial_scale, 0.0, 0.0])
+    transform = Attention()
+    if co.inside_canvas:
+        transform = BoundedAttention(co.min_scale)
+        start = transform.params_for(start)
+    return SpatialTransformer(transform, (DIGIT, DIGIT), loc, features, initial_theta=start)
+
+
+def window_crops(st: SpatialTransformer, images: Tensor, blurred: Tensor | None
+                 ) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """The transformer's crops ``(B, C, DIGIT, DIGIT)`` of ``images`` and its thetas ``(B, 3)``.
+
+    With ``blurred`` (a blurred copy of ``images``) the crops' values are the sharp ones but
+    their gradient with respect to theta is that of the same windows on the blurred copy, which
+    is not zero on a blank window near a digit."""
+    crops, theta = st(images)
+    if blurred is not None:
+        soft = sample(blurred, st.transform.grid(theta, (DIGIT, DIGIT)))
+        crops = soft + (crops - soft).detach()
+    return crops, theta
+
+
+def negative_scales(co: DictConfig, windows: Tensor, generator: torch.Generator) -> Tensor:
+    """Side ``(B,)`` of each anchor's random crops: ``fixed`` (``co.random_crop_scale``),
+    ``window`` (the anchor window's own scale) or ``random`` (uniform in [min_scale, 1])."""
+    b = windows.shape[0]
+    if co.negative_scale == "window":
+        return windows[:, 0].detach().clamp(max=1.0).cpu()
+    if co.negative_scale == "random":
+        return co.min_scale + (1 - co.min_scale) * torch.rand(b, generator=generator)
+    return torch.full((b,), float(co.random_crop_scale))
+
+
+def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, images: Tensor,
+               blurred: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """One step's triplet hinge (mean over pairs and negatives) and the anchors' thetas (whose
+    gradient the caller may read). ``co.pairing``: ``random`` draws ``co.batch`` pairs
+    ``n != m``; ``all`` draws ``co.batch`` images and takes every ordered pair of them (the
+    paper's sum over all ``m != n``, within the batch)."""
+    n = len(images)
+
+    def embed(x: Tensor) -> Tensor:
+        f = encoder(x)
+        return F.normalize(f, dim=1) if co.normalise_features else f
+
+    pick = (lambda i: blurred[i]) if blurred is not None else (lambda i: None)
+    if co.pairing == "all":
+        a = torch.randperm(n, generator=generator)[: min(co.batch, n)]
+        crops, theta = window_crops(st, images[a], pick(a))
+        anchor = embed(crops)  # (K, F)
+        partner = anchor.detach() if co.stop_partner_gradient else anchor
+        pos = torch.cdist(anchor, partner).pow(2)  # (K, K): pair (n, m)
+        windows = theta
+    else:
+        a = torch.randint(0, n, (co.batch,), generator=generator)
+        b = (a + torch.randint(1, n, (co.batch,), generator=generator)) % n  # b != a
+        crops, theta = window_crops(st, images[a], pick(a))
+        anchor = embed(crops)
+        partner = embed(window_crops(st, images[b], pick(b))[0])
+        if co.stop_partner_gradient:
+            partner = partner.detach()
+        pos = (anchor - partner).pow(2).sum(1, keepdim=True)  # (P, 1)
+        windows = theta
+    if isinstance(st.transform, BoundedAttention):
+        windows = st.transform.window(windows)
+    scales = negative_scales(co, windows, generator)
+    neg = torch.stack([(anchor - embed(random_crops(images[a], scales, generator))).pow(2).sum(1)
+                       for _ in range(co.negatives)], dim=1)  # (A, R)  # fmt: skip
+    hinge = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (A, M, R)
+    if co.pairing == "all":  # drop the pairs (n, n)
+        keep = ~torch.eye(len(a), dtype=torch.bool, device=hinge.device)
+        return hinge[keep].mean(), theta
+    return hinge.mean(), theta
 
 
 def class_images(cfg: DictConfig, digit: int, count: int):
@@ -129,16 +219,12 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     gen = torch.Generator().manual_seed(int(cfg.seed))
     images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
     images = images.to(device)  # (N, 1, canvas, canvas)
-    size = tuple(images.shape[-2:])
+    blurred = None
+    if co.blur_sigma > 0:
+        kernel = 2 * round(3 * co.blur_sigma) + 1
+        blurred = gaussian_blur(images, [kernel, kernel], [co.blur_sigma, co.blur_sigma])
     encoder = Encoder(encoder_head).to(device)
-    loc, features = localisation_net(tuple(images.shape[1:]))
-    st = SpatialTransformer(
-        Attention(),
-        (DIGIT, DIGIT),
-        loc,
-        features,
-        initial_theta=torch.tensor([co.initial_scale, 0.0, 0.0]),
-    ).to(device)
+    st = make_transformer(co, tuple(images.shape[1:])).to(device)
     optimizer = torch.optim.Adam(st.parameters(), lr=co.lr)
 
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -150,29 +236,29 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     history = {"steps": [0], "boxes": [current_boxes(st, shown)]}  # the paper's Fig. 4
     tic = time.perf_counter()
     for it in range(int(co.iterations)):
-        a = torch.randint(0, n, (co.batch_pairs,), generator=gen)
-        b = (a + torch.randint(1, n, (co.batch_pairs,), generator=gen)) % n  # b != a
-        crops, _ = st(torch.cat([images[a], images[b]]))  # (2P, 1, 28, 28)
-        anchor, positive = encoder(crops).chunk(2)
-        negative = encoder(random_crops(images[a], co.random_crop_scale, gen))
-        loss = triplet_hinge(anchor, positive, negative, co.margin)
+        loss, theta = coloc_loss(co, st, encoder, images, blurred, gen)
         if not torch.isfinite(loss):
             raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
+        theta.retain_grad()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        writer.add_scalar("coloc/loss", loss.item(), it + 1)
-        if (it + 1) % co.log_every == 0 or it + 1 == co.iterations:
-            log_boxes(writer, st, images[:8], true_boxes[:8], it + 1)
-            history["steps"].append(it + 1)
+        step = it + 1
+        writer.add_scalar("coloc/loss", loss.item(), step)
+        grad = theta.grad.abs().sum(1)  # (B,): how much each window is pushed
+        writer.add_scalar("coloc/theta_grad_mean", grad.mean().item(), step)
+        writer.add_scalar("coloc/theta_grad_zero_pct", 100.0 * (grad == 0).float().mean().item(),
+                          step)  # fmt: skip
+        if step % co.eval_every == 0 or step == co.iterations:
+            localised, iou = localisation(st, images, true_boxes)
+            writer.add_scalar("coloc/localised_pct", localised, step)
+            writer.add_scalar("coloc/mean_iou", iou.mean().item(), step)
+        if step % co.log_every == 0 or step == co.iterations:
+            log_boxes(writer, st, images[:8], true_boxes[:8], step)
+            history["steps"].append(step)
             history["boxes"].append(current_boxes(st, shown))
     save_box_history(run_dir, shown, true_boxes[:FIG4_IMAGES], history)
-    with torch.no_grad():
-        _, theta = st(images)
-    boxes = attention_boxes(theta.cpu(), size)
-    iou = paired_iou(boxes, true_boxes)
-    localised = 100.0 * (iou > 0.5).float().mean().item()
-    writer.add_scalar("coloc/localised_pct", localised, int(co.iterations))
+    localised, iou = localisation(st, images, true_boxes)
     writer.close()
     metrics = {
         **(meta or {}),
@@ -201,7 +287,14 @@ FIG4_IMAGES = 3  # images whose boxes are kept at every logged step (the paper's
 def current_boxes(st: SpatialTransformer, images: Tensor) -> Tensor:
     """The transformer's boxes ``(B, 4)`` on ``images`` now, in canvas pixels."""
     _, theta = st(images)
-    return attention_boxes(theta.cpu(), tuple(images.shape[-2:]))
+    return attention_boxes(theta.cpu(), tuple(images.shape[-2:]), st.transform)
+
+
+def localisation(st: SpatialTransformer, images: Tensor, true_boxes: Tensor
+                 ) -> tuple[float, Tensor]:  # fmt: skip
+    """% of ``images`` whose box has IoU > 0.5 with its true box, and the IoUs ``(B,)``."""
+    iou = paired_iou(current_boxes(st, images), true_boxes)
+    return 100.0 * (iou > 0.5).float().mean().item(), iou
 
 
 def save_box_history(run_dir: Path, images: Tensor, true_boxes: Tensor, history: dict) -> None:
@@ -218,9 +311,7 @@ def save_box_history(run_dir: Path, images: Tensor, true_boxes: Tensor, history:
 
 def log_boxes(writer, st: SpatialTransformer, images: Tensor, true_boxes: Tensor, step: int):
     """The transformer's boxes (and the true ones) drawn on the images (the paper's Fig. 4)."""
-    with torch.no_grad():
-        _, theta = st(images)
-    boxes = attention_boxes(theta.cpu(), tuple(images.shape[-2:]))
+    boxes = current_boxes(st, images)
     for i, image in enumerate(images.cpu()):
         writer.add_image_with_boxes(
             f"coloc/boxes/{i}", image.expand(3, -1, -1),

@@ -187,12 +187,21 @@ class Coloc:
     images_per_class: int = checked(at_least(2))
     pool_digits: int = checked(at_least(2))
     iterations: int = checked(at_least(1))
-    batch_pairs: int = checked(at_least(1))
+    batch: int = checked(at_least(2))
     lr: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
     margin: float = checked(at_least(0))
     initial_scale: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
     random_crop_scale: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
     log_every: int = checked(at_least(1))
+    eval_every: int = checked(at_least(1))
+    pairing: str = checked(one_of("random", "all"))
+    stop_partner_gradient: bool = False
+    inside_canvas: bool = False
+    min_scale: float = checked(lambda v: None if 0 < v < 1 else "must lie in (0, 1)")
+    blur_sigma: float = checked(at_least(0))
+    negatives: int = checked(at_least(1))
+    negative_scale: str = checked(one_of("fixed", "window", "random"))
+    normalise_features: bool = False
 
 
 @dataclass
@@ -493,6 +502,11 @@ def validate(cfg: DictConfig) -> DictConfig:
         raise UserError(
             f"coloc.images_per_class={co.images_per_class}: must not exceed "
             f"coloc.pool_digits={co.pool_digits}"
+        )
+    if co is not None and co.inside_canvas and not co.min_scale < co.initial_scale < 1:
+        raise UserError(
+            f"coloc.initial_scale={co.initial_scale}: with coloc.inside_canvas the window "
+            f"starts strictly between coloc.min_scale={co.min_scale} and 1 (e.g. 0.95)"
         )
     out = OmegaConf.create(OmegaConf.to_container(checked_cfg))
     OmegaConf.set_struct(out, True)

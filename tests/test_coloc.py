@@ -98,6 +98,10 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     acc = EventAccumulator(str(only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1") / "tb"))
     acc.Reload()
     assert "coloc/boxes/0" in acc.Tags()["images"]
+    # Per-step localisation (the paper's Fig. 4 as curves) and the gradient reaching theta.
+    assert {"coloc/localised_pct", "coloc/mean_iou", "coloc/theta_grad_mean",
+            "coloc/theta_grad_zero_pct"} <= set(acc.Tags()["scalars"])  # fmt: skip
+    assert [e.step for e in acc.Scalars("coloc/localised_pct")] == [3]  # eval_every 10 > 3 steps
     # The paper's Fig. 4: the boxes kept at every logged step (smoke: 0, 2, 3), drawn
     import torch
 
@@ -107,9 +111,126 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     run = only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1")
     kept = torch.load(run / "boxes.pt")
     assert kept["steps"].tolist() == [0, 2, 3] and kept["boxes"].shape == (3, 3, 4)
-    start = attention_boxes(torch.tensor([[0.333, 0.0, 0.0]]), kept["images"].shape[-2:])
+    start = attention_boxes(torch.tensor([[0.95, 0.0, 0.0]]), kept["images"].shape[-2:])
     torch.testing.assert_close(kept["boxes"][0], start.expand(3, 4))  # the configured start
     figure = coloc_figure(run, tmp_path / "fig4.png")
     from PIL import Image
 
     assert Image.open(figure.with_suffix(".gif")).n_frames == 3
+
+
+def coloc_options(**changes):
+    """The as-written co-localisation settings with ``changes``."""
+    from omegaconf import OmegaConf
+
+    from stn_repro.config import CONF_DIR
+
+    co = OmegaConf.load(CONF_DIR / "coloc" / "as_written.yaml")
+    return OmegaConf.merge(co, changes)
+
+
+def digit_images(n: int = 6, canvas: int = 84, seed: int = 0):
+    """``n`` canvases with a solid 28x28 square (the 'digit') at random places, and its boxes."""
+    digits = torch.full((n, 28, 28), 255, dtype=torch.uint8)
+    spec = {"canvas": canvas, "clutter": 0, "patch": 6}
+    images, _, params = generate("clutter", digits, torch.zeros(n, dtype=torch.long), seed, spec)
+    return images.float() / 255, digit_boxes(params, canvas)
+
+
+class Flat(torch.nn.Module):  # a stand-in encoder: the crop's pixels
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def test_stop_gradient_leaves_the_partner_crops_without_gradient():
+    from stn_repro.coloc import make_transformer, window_crops
+
+    images, _ = digit_images()
+    co = coloc_options(stop_partner_gradient=True, initial_scale=0.95, inside_canvas=True)
+    st = make_transformer(co, (1, 84, 84))
+    for stop in (False, True):
+        anchor, theta_a = window_crops(st, images[:3], None)
+        partner, theta_p = window_crops(st, images[3:], None)
+        theta_a.retain_grad(), theta_p.retain_grad()
+        target = partner.detach() if stop else partner
+        (anchor - target).pow(2).sum().backward()
+        assert theta_a.grad.abs().sum() > 0
+        assert (theta_p.grad is None) == stop  # no path from the loss to the partner's window
+        st.zero_grad()
+
+
+def test_inside_canvas_window_never_leaves_the_canvas():
+    from stn_repro.coloc import make_transformer
+    from stn_repro.st import BoundedAttention
+
+    transform = BoundedAttention(min_scale=0.2)
+    theta = torch.cat([torch.randn(1000, 3) * 20, torch.tensor([[50.0, 50, -50], [-50, -50, 50]])])
+    boxes = attention_boxes(theta, (84, 84), transform)
+    assert boxes.min() >= 0 and boxes.max() <= 84
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert sides.min() >= 0.2 * 84 - 1e-3 and sides.max() <= 84
+    window = torch.tensor([[0.5, 0.2, -0.3], [0.95, 0.0, 0.0]])
+    torch.testing.assert_close(transform.window(transform.params_for(window)), window)
+    # The transformer starts at the configured window whatever its input.
+    st = make_transformer(coloc_options(inside_canvas=True, initial_scale=0.95), (1, 84, 84))
+    _, theta = st(torch.rand(2, 1, 84, 84))
+    torch.testing.assert_close(transform.window(theta), torch.tensor([[0.95, 0, 0]] * 2))
+
+
+def test_a_blank_window_gets_no_gradient_unless_through_the_blurred_copy():
+    from torchvision.transforms.functional import gaussian_blur
+
+    from stn_repro.coloc import make_transformer, window_crops
+
+    images = torch.zeros(1, 1, 84, 84)
+    images[..., 28:56, 28:56] = 1.0  # the digit in the middle; the window in the corner
+    st = make_transformer(coloc_options(initial_scale=0.3), (1, 84, 84))
+    with torch.no_grad():
+        st.regressor.bias.copy_(torch.tensor([0.3, -0.65, -0.65]))  # pixels 1..26: blank
+    blurred = gaussian_blur(images, [19, 19], [3.0, 3.0])
+    for copy, moves in ((None, False), (blurred, True)):
+        crops, theta = window_crops(st, images, copy)
+        assert crops.abs().max() == 0  # the crop itself is blank either way
+        theta.retain_grad()
+        (crops - 1).pow(2).sum().backward()  # any loss of the crop
+        assert (theta.grad.abs().sum() > 0) == moves
+
+
+def test_each_option_runs_and_the_loss_is_finite():
+    from stn_repro.coloc import coloc_loss, make_transformer
+
+    images, _ = digit_images(8)
+    options = [{}, {"stop_partner_gradient": True}, {"inside_canvas": True, "initial_scale": 0.9},
+               {"blur_sigma": 2.0}, {"negatives": 3}, {"negative_scale": "window"},
+               {"negative_scale": "random"}, {"normalise_features": True},
+               {"pairing": "all"}]  # fmt: skip
+    for changes in options:
+        co = coloc_options(**{"batch": 4, **changes})
+        st = make_transformer(co, (1, 84, 84))
+        blurred = images if co.blur_sigma else None
+        loss, theta = coloc_loss(co, st, Flat(), images, blurred, torch.Generator().manual_seed(0))
+        theta.retain_grad()
+        loss.backward()
+        assert torch.isfinite(loss) and theta.shape == (4, 3), changes
+        assert all(torch.isfinite(p.grad).all() for p in st.parameters() if p.grad is not None)
+
+
+def test_ablation_table_gives_the_mean_per_variant_and_column(tmp_path):
+    from stn_repro.coloc_ablation import write_ablation
+
+    results = [
+        {"variant": "as written", "column": "T", "digit": 0, "seed": 1, "localised_pct": 0.0,
+         "mean_iou": 0.01},
+        {"variant": "as written", "column": "T", "digit": 3, "seed": 1, "localised_pct": 10.0,
+         "mean_iou": 0.1},
+        {"variant": "full recipe", "column": "T", "digit": 0, "seed": 1, "localised_pct": 90.0,
+         "mean_iou": 0.7},
+        {"variant": "full recipe", "column": "TC", "digit": 0, "seed": 1, "localised_pct": 75.0,
+         "mean_iou": 0.6},
+    ]  # fmt: skip
+    md = write_ablation(tmp_path, results, "fast").read_text()
+    assert "| as written | 5.0 ± 7.1 | - |" in md
+    assert "| full recipe | 90.0 | 75.0 |" in md
+    assert md.index("as written |") < md.index("full recipe |")
+    rows = (tmp_path / "tables" / "table5_ablation.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("variant,column,digit,seed")

@@ -152,6 +152,47 @@ class Attention(MatrixTransform):
         return torch.stack([s, zero, tx, zero, s, ty], dim=1).view(-1, 2, 3)
 
 
+class BoundedAttention(Attention):
+    """Attention whose window always lies inside the input, 3 unconstrained parameters.
+
+    theta ``(B, 3)`` is ``(a, b_x, b_y)``, mapped to the window ``(s, t_x, t_y)`` of
+    :class:`Attention` by ``s = min_scale + (1 - min_scale) * sigmoid(a)`` and
+    ``t = (1 - s) * tanh(b)``: ``min_scale < s < 1`` and ``|t| < 1 - s``, so the window's edges
+    never pass the input's (and it is never empty of input, whatever the regressor outputs).
+    No theta gives the identity exactly; ``identity_params()`` is the centred window of
+    scale 0.95 (``params_for`` gives any other).
+    """
+
+    def __init__(self, min_scale: float = 0.1):
+        super().__init__()
+        if not 0 < min_scale < 1:
+            raise ValueError(f"BoundedAttention min_scale must lie in (0, 1), got {min_scale}")
+        self.min_scale = float(min_scale)
+
+    def window(self, theta: Tensor) -> Tensor:
+        """theta ``(B, 3)`` -> the window ``(s, t_x, t_y)`` ``(B, 3)`` it stands for."""
+        self.check_theta(theta)
+        s = self.min_scale + (1 - self.min_scale) * torch.sigmoid(theta[:, :1])
+        return torch.cat([s, (1 - s) * torch.tanh(theta[:, 1:])], dim=1)
+
+    def params_for(self, window: Tensor) -> Tensor:
+        """The theta ``(..., 3)`` of windows ``(s, t_x, t_y)`` ``(..., 3)`` inside the input
+        (``min_scale < s < 1``, ``|t| < 1 - s``): the inverse of ``window``."""
+        window = torch.as_tensor(window, dtype=torch.float32)
+        s, t = window[..., :1], window[..., 1:]
+        if not ((s > self.min_scale) & (s < 1)).all() or not (t.abs() < 1 - s).all():
+            raise ValueError(f"windows {window.tolist()} are not strictly inside the input "
+                             f"with a scale above {self.min_scale}")  # fmt: skip
+        return torch.cat([torch.logit((s - self.min_scale) / (1 - self.min_scale)),
+                          torch.atanh(t / (1 - s))], dim=-1)  # fmt: skip
+
+    def identity_params(self) -> Tensor:
+        return self.params_for(torch.tensor([0.95, 0.0, 0.0]))
+
+    def matrix(self, theta: Tensor) -> Tensor:
+        return super().matrix(self.window(theta))
+
+
 class Translation(MatrixTransform):
     """Translation with a scale fixed at construction, 2 parameters.
 
@@ -355,6 +396,7 @@ class Affine3D(MatrixTransform):
 TRANSFORMS: dict[str, type[Transform]] = {
     "affine": Affine,
     "attention": Attention,
+    "bounded_attention": BoundedAttention,
     "translation": Translation,
     "rotation": Rotation,
     "projective": Projective,
