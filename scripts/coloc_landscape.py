@@ -9,9 +9,12 @@ evaluated, without any training, with the transformer's window held at:
   true   the digit's own 28x28 box,
   blank  a digit-sized corner window that misses the digit (always exists on an 84x84 canvas),
   whole  the whole canvas (the identity transform).
-Each line gives the mean squared distances to the positive and to the random crop, and the
+Each line gives the mean squared distances to the positive and to the random crop, the
 loss with the encoder's features divided by sqrt(k) for k = 1, 100, 1000 (k = 1 is the loss as
-written). The encoder is the experiment's (trained first if its run is missing).
+written), and the gradient of that loss reaching the windows' thetas: its mean size and the %
+of windows it does not reach at all (every blank window: bilinear sampling of black canvas
+does not change when the window moves a little). The encoder is the experiment's (trained
+first if its run is missing).
 """
 
 from __future__ import annotations
@@ -50,22 +53,28 @@ def main(overrides: list[str], digits: list[int]) -> None:
     gen = torch.Generator().manual_seed(0)
     print(f"{cfg.dataset.name}: mean loss (alpha = {cfg.coloc.margin}) at fixed windows")
     header = "".join(f"{f'k={k}':>9}" for k in SCALES)
-    print(f"{'class':>5} {'window':>6} {'pos':>8} {'neg':>8}{header}")
-    with torch.no_grad():
-        for digit in digits:
-            images, boxes = class_images(cfg, digit, int(cfg.coloc.images_per_class))
-            n = len(images)
-            partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=gen)) % n
+    print(f"{'class':>5} {'window':>6} {'pos':>8} {'neg':>8}{header} {'|dL/dθ|':>9} {'zero':>5}")
+    for digit in digits:
+        images, boxes = class_images(cfg, digit, int(cfg.coloc.images_per_class))
+        n = len(images)
+        partner = (torch.arange(n) + torch.randint(1, n, (n,), generator=gen)) % n
+        with torch.no_grad():
             rand = encoder(random_crops(images, cfg.coloc.random_crop_scale, gen))
-            for name, theta in windows(boxes, images.shape[-1]).items():
-                e = encoder(sample(images, Attention().grid(theta, (DIGIT, DIGIT))))
-                pos = (e - e[partner]).pow(2).sum(1)
-                neg = (e - rand).pow(2).sum(1)
-                # Dividing the features by sqrt(k) divides both squared distances by k.
-                losses = [triplet_hinge(e / k**0.5, e[partner] / k**0.5, rand / k**0.5,
-                                        cfg.coloc.margin) for k in SCALES]  # fmt: skip
-                print(f"{digit:>5} {name:>6} {pos.mean():8.1f} {neg.mean():8.1f}"
-                      + "".join(f"{loss:9.3f}" for loss in losses))  # fmt: skip
+        for name, theta in windows(boxes, images.shape[-1]).items():
+            theta.requires_grad_(True)
+            e = encoder(sample(images, Attention().grid(theta, (DIGIT, DIGIT))))
+            pos = (e - e[partner]).pow(2).sum(1)
+            neg = (e - rand).pow(2).sum(1)
+            # Dividing the features by sqrt(k) divides both squared distances by k.
+            losses = [triplet_hinge(e / k**0.5, e[partner] / k**0.5, rand / k**0.5,
+                                    cfg.coloc.margin) for k in SCALES]  # fmt: skip
+            # The gradient reaching each window's theta through the loss as written (k = 1):
+            # its mean size, and the % of windows it does not reach at all.
+            (grad,) = torch.autograd.grad(losses[0], theta)
+            size = grad.abs().sum(1)
+            print(f"{digit:>5} {name:>6} {pos.mean():8.1f} {neg.mean():8.1f}"
+                  + "".join(f"{loss:9.3f}" for loss in losses)
+                  + f" {size.mean():9.2e} {100 * (size == 0).float().mean():4.0f}%")  # fmt: skip
 
 
 if __name__ == "__main__":
