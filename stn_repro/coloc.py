@@ -140,7 +140,7 @@ def negative_scales(co: DictConfig, windows: Tensor, generator: torch.Generator)
     ``window`` (the anchor window's own scale) or ``random`` (uniform in [min_scale, 1])."""
     b = windows.shape[0]
     if co.negative_scale == "window":
-        return windows[:, 0].detach().clamp(max=1.0).cpu()
+        return windows[:, 0].detach().clamp(co.min_scale, 1.0).cpu()
     if co.negative_scale == "random":
         return co.min_scale + (1 - co.min_scale) * torch.rand(b, generator=generator)
     return torch.full((b,), float(co.random_crop_scale))
@@ -150,32 +150,32 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
                blurred: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
     """One step's triplet hinge (mean over pairs and negatives) and the anchors' thetas (whose
     gradient the caller may read). ``co.pairing``: ``random`` draws ``co.batch`` pairs
-    ``n != m``; ``all`` draws ``co.batch`` images and takes every ordered pair of them (the
-    paper's sum over all ``m != n``, within the batch)."""
+    ``n != m``; ``all`` draws ``co.batch`` images (all of them, if fewer) and takes every
+    ordered pair of them (the paper's sum over all ``m != n``, within the batch)."""
     n = len(images)
 
     def embed(x: Tensor) -> Tensor:
         f = encoder(x)
         return F.normalize(f, dim=1) if co.normalise_features else f
 
-    pick = (lambda i: blurred[i]) if blurred is not None else (lambda i: None)
+    def crop(i: Tensor) -> tuple[Tensor, Tensor]:
+        return window_crops(st, images[i], None if blurred is None else blurred[i])
+
     if co.pairing == "all":
         a = torch.randperm(n, generator=generator)[: min(co.batch, n)]
-        crops, theta = window_crops(st, images[a], pick(a))
+        crops, theta = crop(a)
         anchor = embed(crops)  # (K, F)
         partner = anchor.detach() if co.stop_partner_gradient else anchor
-        pos = torch.cdist(anchor, partner).pow(2)  # (K, K): pair (n, m)
-        windows = theta
+        pos = (anchor[:, None] - partner[None]).pow(2).sum(2)  # (K, K): pair (n, m)
     else:
         a = torch.randint(0, n, (co.batch,), generator=generator)
         b = (a + torch.randint(1, n, (co.batch,), generator=generator)) % n  # b != a
-        crops, theta = window_crops(st, images[a], pick(a))
+        crops, theta = crop(a)
         anchor = embed(crops)
-        partner = embed(window_crops(st, images[b], pick(b))[0])
-        if co.stop_partner_gradient:
-            partner = partner.detach()
+        with torch.set_grad_enabled(not co.stop_partner_gradient):
+            partner = embed(crop(b)[0])
         pos = (anchor - partner).pow(2).sum(1, keepdim=True)  # (P, 1)
-        windows = theta
+    windows = theta
     if isinstance(st.transform, BoundedAttention):
         windows = st.transform.window(windows)
     scales = negative_scales(co, windows, generator)
@@ -220,8 +220,8 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
     images = images.to(device)  # (N, 1, canvas, canvas)
     blurred = None
-    if co.blur_sigma > 0:
-        kernel = 2 * round(3 * co.blur_sigma) + 1
+    if co.blur_sigma > 0:  # a kernel of +-3 sigma, at most the image's size
+        kernel = min(2 * round(3 * co.blur_sigma) + 1, 2 * (images.shape[-1] // 2) - 1)
         blurred = gaussian_blur(images, [kernel, kernel], [co.blur_sigma, co.blur_sigma])
     encoder = Encoder(encoder_head).to(device)
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
@@ -245,7 +245,9 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         optimizer.step()
         step = it + 1
         writer.add_scalar("coloc/loss", loss.item(), step)
-        grad = theta.grad.abs().sum(1)  # (B,): how much each window is pushed
+        # (B,): how much each window's theta is pushed; zero for a blank window, and for one
+        # whose hinges are all inactive (with inside_canvas: theta's unconstrained parameters)
+        grad = theta.grad.abs().sum(1)
         writer.add_scalar("coloc/theta_grad_mean", grad.mean().item(), step)
         writer.add_scalar("coloc/theta_grad_zero_pct", 100.0 * (grad == 0).float().mean().item(),
                           step)  # fmt: skip

@@ -3,7 +3,8 @@
 Rows: the loss as written (``coloc=as_written``), as written plus each ingredient alone, and
 the full recipe (``coloc=recipe``). Columns: the mean % of digits localised (IoU > 0.5) on T and
 TC over the chosen classes and seeds. ``run_ablation`` optimises (or reuses) every
-variant x column x class x seed (``runs/table5_ablation/<schedule>/<variant>-<column>-<class>``);
+variant x column x class x seed (``runs/table5_ablation/<schedule>/<variant>-<column>-<class>/
+<config>/seed<k>``);
 ``write_ablation`` writes ``tables/table5_ablation.{md,csv}``.
 """
 
@@ -29,7 +30,7 @@ VARIANTS: dict[str, list[str]] = {
     "+ negatives at the window's scale": ["coloc=as_written", "coloc.negative_scale=window"],
     "+ negatives at random scales": ["coloc=as_written", "coloc.negative_scale=random"],
     "+ unit-length features": ["coloc=as_written", "coloc.normalise_features=true"],
-    "+ all pairs of 32 images per step": ["coloc=as_written", "coloc.pairing=all"],
+    "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],
     "+ encoder of the TC column": ["coloc=as_written", "experiment.encoder.experiment=table1_tc"],
     FULL: ["coloc=recipe"],
 }  # fmt: skip
@@ -42,26 +43,28 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
     """Optimise (or reuse, when finished) each variant x column x digit x seed; return one
     result per run: variant, column, digit, seed, localised_pct, mean_iou. Hydra must be
     initialised (``hydra.initialize_config_dir``)."""
-    from hydra import compose
+    from omegaconf import OmegaConf
 
     from .coloc import colocalise_run
-    from .experiment import train_encoder
-    from .schema import validate
+    from .experiment import compose_run, train_encoder
+    from .files import locked
 
     encoders: dict[str, object] = {}
     results = []
     for variant in variants:
         for column in columns:
-            base = [*overrides, f"experiment={COLUMNS[column]}", *VARIANTS[variant]]
+            base = [*overrides, f"experiment={COLUMNS[column]}"]
             for digit in digits:
+                row = OmegaConf.create({"name": f"{variant} {column} {digit}",
+                                        "overrides": [*VARIANTS[variant], f"coloc.digit={digit}"]})
                 for seed in seeds:
-                    cfg = validate(compose("config", overrides=[
-                        *base, f"coloc.digit={digit}", f"seed={seed}"]))  # fmt: skip
+                    cfg = compose_run(base, row, seed)  # with the experiment's per_schedule
                     key = str(cfg.experiment.encoder)
                     if key not in encoders:
                         encoders[key] = train_encoder(cfg, base).head
-                    where = run_dir(cfg, "table5_ablation", f"{variant} {column} {digit}")
-                    metrics = colocalise_run(cfg, where, encoders[key])
+                    where = run_dir(cfg, "table5_ablation", row.name)
+                    with locked(where):
+                        metrics = colocalise_run(cfg, where, encoders[key])
                     print(f"[ablation] {variant} | {column} | {digit} | seed {seed}: "
                           f"{metrics['localised_pct']:.0f}% localised")  # fmt: skip
                     results.append({"variant": variant, "column": column, "digit": digit,

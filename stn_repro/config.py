@@ -29,11 +29,16 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 LATER_KEYS = {
     "dataset": {"task": "classify", "positions": 1},
     "model": {"head": None, "target_params": None, "width": None, "dropout": None,
-              "pretrained": None, "part_size": None, "independent_localisation": None,
-              "regressor_init_std": None},
+              "pretrained": None, "part_size": None, "independent_localisation": (None, False),
+              "regressor_init_std": (None, 0.0)},
 }
-"""Keys added after runs were first recorded, with the values that mean "as before": left out of
-a run's identity at those values, so earlier runs keep their hashes and directories."""
+"""Keys added after runs were first recorded, with the value (or tuple of values) that means "as
+before": left out of a run's identity at it, so earlier runs keep their hashes and directories."""
+COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that change no result
+
+
+def as_before(value, before) -> bool:
+    return value in before if isinstance(before, tuple) else value == before
 
 
 def identity(cfg: DictConfig) -> dict:
@@ -44,14 +49,16 @@ def identity(cfg: DictConfig) -> dict:
     groups = {}
     for group, later in LATER_KEYS.items():
         values = OmegaConf.to_container(cfg[group], resolve=True)
-        groups[group] = {k: v for k, v in values.items() if k not in later or v != later[k]}
+        groups[group] = {k: v for k, v in values.items()
+                         if k not in later or not as_before(v, later[k])}  # fmt: skip
     found = {
         **groups,
         "schedule": schedule,
         "seed": int(cfg.seed),
     }
     if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)
-        found["coloc"] = OmegaConf.to_container(cfg.coloc, resolve=True)
+        coloc = OmegaConf.to_container(cfg.coloc, resolve=True)
+        found["coloc"] = {k: v for k, v in coloc.items() if k not in COLOC_LOGGING}
     return found
 
 

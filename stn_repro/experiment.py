@@ -60,7 +60,8 @@ def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     run = [*given, *row.overrides, f"seed={seed}"]
     cfg = compose("config", overrides=run)
     extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name) or []
-    extra = [o for o in extra if key_of(o) not in {key_of(g) for g in given}]
+    keys = {key_of(g) for g in given}
+    extra = [o for o in extra if key_of(o) not in keys]
     return validate(compose("config", overrides=[*run, *extra]) if extra else cfg)
 
 

@@ -144,7 +144,8 @@ class Model:
     num_transformers: int = checked(at_least(1), 1)
     pretrained: bool | None = None  # CUB models: ImageNet weights for every Inception
     part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
-    # Several transformers: each its own localisation network (True) or one shared (None)
+    # MNIST models with several transformers: each its own localisation network (True) or one
+    # shared (False or None)
     independent_localisation: bool | None = None
     # Std of the regression layer's initial weights (None: zeros, every theta starts at the
     # identity); breaks the symmetry between parallel transformers

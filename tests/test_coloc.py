@@ -234,3 +234,19 @@ def test_ablation_table_gives_the_mean_per_variant_and_column(tmp_path):
     assert md.index("as written |") < md.index("full recipe |")
     rows = (tmp_path / "tables" / "table5_ablation.csv").read_text().splitlines()
     assert len(rows) == 5 and rows[0].startswith("variant,column,digit,seed")
+
+
+def test_ablation_runs_with_the_experiments_schedule_settings(compose_cfg, smoke, tmp_path):
+    from stn_repro.coloc_ablation import run_ablation
+
+    compose_cfg("experiment=table5_coloc_t")  # keeps Hydra initialised for the runner
+    results = run_ablation(smoke, ["as written", "full recipe"], ["T"], [3], [1])
+    assert [r["variant"] for r in results] == ["as written", "full recipe"]
+    runs = sorted((tmp_path / "outputs" / "runs" / "table5_ablation").glob("smoke/*/*/seed1"))
+    assert [r.parts[-3] for r in runs] == ["as-written-t-3", "full-recipe-t-3"]
+    config = (runs[0] / "config.yaml").read_text()
+    assert "iterations: 3" in config and "images_per_class: 8" in config  # smoke per_schedule
+    assert "stop_partner_gradient: false" in config
+    assert "stop_partner_gradient: true" in (runs[1] / "config.yaml").read_text()
+    again = run_ablation(smoke, ["as written"], ["T"], [3], [1])  # finished: reused
+    assert again[0] == results[0]

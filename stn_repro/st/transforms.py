@@ -159,8 +159,9 @@ class BoundedAttention(Attention):
     :class:`Attention` by ``s = min_scale + (1 - min_scale) * sigmoid(a)`` and
     ``t = (1 - s) * tanh(b)``: ``min_scale < s < 1`` and ``|t| < 1 - s``, so the window's edges
     never pass the input's (and it is never empty of input, whatever the regressor outputs).
-    No theta gives the identity exactly; ``identity_params()`` is the centred window of
-    scale 0.95 (``params_for`` gives any other).
+    No theta gives the identity exactly, so, unlike the other transforms, ``identity_params()``
+    is only the nearest start: the centred window of scale ``max(0.95, (1 + min_scale) / 2)``
+    (``params_for`` gives any other). Not in ``TRANSFORMS``: build it directly.
     """
 
     def __init__(self, min_scale: float = 0.1):
@@ -187,7 +188,7 @@ class BoundedAttention(Attention):
                           torch.atanh(t / (1 - s))], dim=-1)  # fmt: skip
 
     def identity_params(self) -> Tensor:
-        return self.params_for(torch.tensor([0.95, 0.0, 0.0]))
+        return self.params_for(torch.tensor([max(0.95, (1 + self.min_scale) / 2), 0.0, 0.0]))
 
     def matrix(self, theta: Tensor) -> Tensor:
         return super().matrix(self.window(theta))
@@ -396,7 +397,6 @@ class Affine3D(MatrixTransform):
 TRANSFORMS: dict[str, type[Transform]] = {
     "affine": Affine,
     "attention": Attention,
-    "bounded_attention": BoundedAttention,
     "translation": Translation,
     "rotation": Rotation,
     "projective": Projective,
