@@ -251,7 +251,7 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         writer.add_scalar("coloc/theta_grad_mean", grad.mean().item(), step)
         writer.add_scalar("coloc/theta_grad_zero_pct", 100.0 * (grad == 0).float().mean().item(),
                           step)  # fmt: skip
-        if step % co.eval_every == 0 or step == co.iterations:
+        if step % co.eval_every == 0 or step == co.iterations:  # the last: the run's result
             localised, iou = localisation(st, images, true_boxes)
             writer.add_scalar("coloc/localised_pct", localised, step)
             writer.add_scalar("coloc/mean_iou", iou.mean().item(), step)
@@ -260,7 +260,6 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
             history["steps"].append(step)
             history["boxes"].append(current_boxes(st, shown))
     save_box_history(run_dir, shown, true_boxes[:FIG4_IMAGES], history)
-    localised, iou = localisation(st, images, true_boxes)
     writer.close()
     metrics = {
         **(meta or {}),
