@@ -27,6 +27,7 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 
 
 LATER_KEYS = {
+    "schedule": {"precision": "fp32"},
     "dataset": {"task": "classify", "positions": 1},
     "model": {"head": None, "target_params": None, "width": None, "dropout": None,
               "pretrained": None, "part_size": None, "independent_localisation": (None, False),
@@ -44,18 +45,13 @@ def as_before(value, before) -> bool:
 def identity(cfg: DictConfig) -> dict:
     """What determines a run's result: data, model, schedule (less its logging), seed, and the
     co-localisation settings where there are some."""
-    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
-    schedule.pop("log", None)
     groups = {}
     for group, later in LATER_KEYS.items():
         values = OmegaConf.to_container(cfg[group], resolve=True)
         groups[group] = {k: v for k, v in values.items()
                          if k not in later or not as_before(v, later[k])}  # fmt: skip
-    found = {
-        **groups,
-        "schedule": schedule,
-        "seed": int(cfg.seed),
-    }
+    groups["schedule"].pop("log", None)
+    found = {**groups, "seed": int(cfg.seed)}
     if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)
         coloc = OmegaConf.to_container(cfg.coloc, resolve=True)
         found["coloc"] = {k: v for k, v in coloc.items() if k not in COLOC_LOGGING}

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import distributed, signals
+from . import distributed, signals, speed
 from .config import config_hash
 from .data.feeds import make_feed
 from .distributed import ALONE, Ranks
@@ -42,6 +42,30 @@ from .tasks import TASKS
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
+
+
+class FiniteWatch:
+    """Notes the first iteration whose loss is NaN or infinite without waiting for the device
+    (no host synchronisation per step); ``check`` raises ``TrainingDiverged`` if there was one.
+    The engine checks before anything is logged, evaluated or checkpointed, so a diverged model
+    is never saved."""
+
+    def __init__(self, device: torch.device):
+        self.first = torch.tensor(-1, device=device)  # iteration of the first bad loss, or -1
+        self.loss = torch.tensor(0.0, device=device)  # its value
+
+    def see(self, loss: Tensor, iteration: int) -> None:
+        new = (self.first < 0) & ~torch.isfinite(loss)
+        self.first = torch.where(new, iteration, self.first)
+        self.loss = torch.where(new, loss.float(), self.loss)
+
+    def check(self, run_dir: Path, lr: float) -> None:
+        if (first := int(self.first)) >= 0:
+            raise TrainingDiverged(
+                f"the loss became {self.loss.item()} at iteration {first} of {run_dir}; rerun "
+                f"with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in its "
+                "own directory)"
+            )
 
 
 def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
@@ -97,13 +121,13 @@ def evaluate(model: nn.Module, feed, split: str, task, where: Ranks = ALONE) -> 
     with several ranks, each scores its share and the counts are summed."""
     distributed.share_buffers(model, where)  # rank 0's batch-norm statistics: one model
     model.eval()
-    wrong = seen = 0
+    device = next(model.parameters()).device
+    wrong, seen = torch.zeros((), dtype=torch.int64, device=device), 0  # counted on the device
     for x, y in feed.eval_batches(split, where):
-        wrong += int(task.wrong(model(x), y))
+        wrong += task.wrong(model(x), y)
         seen += len(y)
     model.train()
-    device = next(model.parameters()).device
-    wrong, seen = distributed.total(torch.tensor([wrong, seen], device=device), where).tolist()
+    wrong, seen = distributed.total(torch.stack([wrong, wrong.new_tensor(seen)]), where).tolist()
     if seen != len(feed.splits[split]):
         raise RuntimeError(f"evaluated {seen} of the {len(feed.splits[split])} {split} samples")
     return 100.0 * wrong / max(seen, 1)
@@ -260,6 +284,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     # ---- model and optimiser --------------------------------------------------------------
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, spec).to(device)
+    speed.prepare(model, cfg.speed)  # threads, memory layout
+    speed.set_precision(schedule.precision)
     optimizer = make_optimizer(model, schedule)
     start, elapsed = 0, 0.0
     if ckpt is not None:
@@ -272,6 +298,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)  # each rank its own dropout draws
+    net = speed.compiled(net, cfg.speed)
+    forward_precision = speed.autocast(schedule.precision, device)
 
     writer = NoWriter()
     if where.main:
@@ -309,6 +337,9 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                disable=not (cfg.progress and where.main), desc=str(run_dir.parent.name),
                leave=False)  # fmt: skip
     batches = feed.train_batches(start, where)
+    finite = FiniteWatch(device)
+    every = [k for k in (log.every, log.image_every, log.snapshot_every, log.eval_every,
+                         log.checkpoint_every) if k]  # fmt: skip
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
         # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L): this rank's share of the batch.
         # The feed's batches never end.
@@ -319,25 +350,25 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if len(y) * where.world != schedule.batch_size:
                 raise RuntimeError(f"the feed gave {len(y)} samples, not this process's share "
                                    f"of {schedule.batch_size}")  # fmt: skip
-            logits = net(x)  # (B, classes) or (B, L, classes)
-            loss = task.loss(logits, y)
-            # All ranks agree on the batch's mean loss and on stopping (a signal to any; one
-            # arriving after this point is seen at the next step, or after the loop).
-            shared = distributed.total(
-                torch.stack([loss.detach().float(), loss.new_tensor(stop.requested)]), where
-            )
-            batch_loss, stopping = shared[0] / where.world, bool(shared[1])
-            if not torch.isfinite(batch_loss):
-                raise TrainingDiverged(
-                    f"the loss became {batch_loss.item()} at iteration {it} of {run_dir}; rerun "
-                    f"with a lower learning rate, e.g. schedule.lr={schedule.lr / 10:g} (a new "
-                    "run, in its own directory)"
-                )
+            with forward_precision:
+                logits = net(speed.layout(x, cfg.speed))  # (B, classes) or (B, L, classes)
+                loss = task.loss(logits, y)
+            if where.several:  # the ranks agree on the batch's mean loss and on stopping
+                shared = distributed.total(
+                    torch.stack([loss.detach().float(), loss.new_tensor(stop.requested)]), where
+                )  # (a signal arriving after this is seen at the next step, or after the loop)
+                batch_loss, stopping = shared[0] / where.world, bool(shared[1])
+            else:
+                batch_loss, stopping = loss.detach(), stop.requested
+            finite.see(batch_loss, it)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             step = it + 1
-            if step % log.every == 0 or step == schedule.iterations:
+            last = step == schedule.iterations
+            if stopping or last or any(step % k == 0 for k in every):
+                finite.check(run_dir, schedule.lr)  # before logging, evaluating, checkpointing
+            if step % log.every == 0 or last:
                 wrong = distributed.total(torch.stack([task.wrong(logits, y),
                                                        y.new_tensor(len(y))]), where)  # fmt: skip
                 writer.add_scalar("train/loss", batch_loss.item(), step)

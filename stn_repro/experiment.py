@@ -31,7 +31,7 @@ from .tables import table_lock, write_column, write_tables
 SELECTORS = ("row", "seed", "table_only", "run_dir")
 # Command-line settings an experiment shares with the run whose model it reuses (the Table 5
 # encoder); the rest (dataset, model, coloc, ...) configure the experiment's own runs.
-SHARED = ("paths", "schedule", "device", "progress")
+SHARED = ("paths", "schedule", "device", "progress", "speed")
 
 
 def key_of(override: str) -> str:

@@ -111,6 +111,8 @@ class Schedule:
     loc_lr_scale: float = checked(at_least(0))
     train_limit: int | None = checked(at_least(1), None)
     test_limit: int | None = checked(at_least(1), None)
+    # fp32; tf32 (GPU matmuls and convolutions in TF32); bf16 (autocast to bfloat16)
+    precision: str = checked(one_of("fp32", "tf32", "bf16"), "fp32")
     log: Log = field(default_factory=Log)
 
 
@@ -206,6 +208,15 @@ class Coloc:
 
 
 @dataclass
+class Speed:
+    """How a run computes, not what: left out of a run's identity."""
+
+    compile: bool = False  # torch.compile the training model (compile time counts as wall time)
+    channels_last: bool = False  # images in NHWC memory layout
+    threads: int | None = checked(at_least(1), None)  # torch's intra-op threads (None: default)
+
+
+@dataclass
 class Config:
     paths: Paths = field(default_factory=Paths)
     dataset: Dataset = field(default_factory=Dataset)
@@ -224,6 +235,7 @@ class Config:
     workers: int = checked(between(0, 64), 2)
     overwrite: bool = False
     progress: bool = True
+    speed: Speed = field(default_factory=Speed)
 
 
 # ---- dataset.params, one dataclass per generator -------------------------------------------

@@ -154,9 +154,11 @@ def test_another_config_in_an_explicit_run_dir_is_refused_naming_the_difference(
 
 def test_nan_loss_stops_with_a_clear_message(compose_cfg, monkeypatch):
     cfg = compose_cfg("model=fcn")
-    monkeypatch.setattr(tasks.F, "cross_entropy", lambda *a, **k: torch.tensor(float("nan")))
+    real = tasks.F.cross_entropy
+    monkeypatch.setattr(tasks.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
     with pytest.raises(TrainingDiverged, match="the loss became nan at iteration 0"):
         train_run(cfg, run_dir(cfg))
+    assert not (run_dir(cfg) / "checkpoint.pt").exists()  # a diverged model is never saved
 
 
 def cli(*args, tmp_path):

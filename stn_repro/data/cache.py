@@ -33,6 +33,10 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def to(self, device: torch.device) -> Split:
+        """This split with its tensors on ``device`` (itself when they are there already)."""
+        return Split(self.images.to(device), self.labels.to(device), self.params.to(device))
+
 
 def config_key(config: dict) -> str:
     """Stable hash of a JSON-able generator config (with the cache version)."""

@@ -17,6 +17,7 @@ the split.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 from collections.abc import Callable, Iterator
@@ -34,20 +35,28 @@ from .stored import StoredImages
 EVAL_BATCH = 256
 
 
+@functools.lru_cache(maxsize=4)
+def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
+    """The seeded permutation of n samples that epoch ``epoch`` visits them in (cached: drawing
+    it costs milliseconds, as much as a small model's training step). Do not modify it."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+
+
 def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
     """Indices of the batch at ``iteration``: epochs are seeded permutations of the n samples,
     so the batch order depends on (seed, iteration) only and a resumed run sees the same."""
     epoch, offset = divmod(iteration * batch_size, n)
     idx = torch.empty(0, dtype=torch.int64)
     while len(idx) < batch_size:  # wrap into the next epochs
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        perm = epoch_order(n, seed, epoch)
         idx = torch.cat([idx, perm[offset : offset + batch_size - len(idx)]])
         epoch, offset = epoch + 1, 0
     return idx
 
 
 class MemoryFeed:
-    """Generated splits held in memory (``train`` and ``test``; no validation split)."""
+    """Generated splits held in memory (``train`` and ``test``; no validation split), on the
+    training device: a batch is an index into them, with no copy from the host."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         paths, schedule = cfg.paths, cfg.schedule
@@ -60,9 +69,9 @@ class MemoryFeed:
             paths.cache_dir,
             epoch=0 if self.fresh else None,
             limit=schedule.train_limit,
-        )
+        ).to(device)
         self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
-                                          limit=schedule.test_limit)}  # fmt: skip
+                                          limit=schedule.test_limit).to(device)}  # fmt: skip
         self.inputs = make_inputs(cfg.dataset)
         self.train_size = len(self.train)
         self.sample_shape = tuple(self.batch(self.train, slice(0, 1))[0].shape[1:])
@@ -74,8 +83,9 @@ class MemoryFeed:
         )
 
     def batch(self, split, idx) -> tuple[Tensor, Tensor]:
-        x = self.inputs(split.images[idx].to(self.device), split.params[idx].to(self.device))
-        return x, split.labels[idx].to(self.device)
+        if isinstance(idx, Tensor):
+            idx = idx.to(self.device)
+        return self.inputs(split.images[idx], split.params[idx]), split.labels[idx]
 
     def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         cfg, bs = self.cfg, int(self.cfg.schedule.batch_size)
@@ -83,9 +93,9 @@ class MemoryFeed:
         iteration = start
         while True:
             if self.fresh and (epoch := iteration * bs // self.train_size) != seen:
-                data, seen = load_split(cfg.dataset, "train", cfg.paths.data_dir,
-                                        cfg.paths.cache_dir, epoch=epoch,
-                                        limit=cfg.schedule.train_limit), epoch  # fmt: skip
+                data = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
+                                  epoch=epoch, limit=cfg.schedule.train_limit)  # fmt: skip
+                data, seen = data.to(self.device), epoch
             idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed))
             yield self.batch(data, shard(idx, where))
             iteration += 1
