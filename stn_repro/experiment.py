@@ -12,6 +12,9 @@ take the runs in order together, and rank 0 alone takes the locks and writes the
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -28,7 +31,7 @@ from .schema import validate
 from .tables import table_lock, write_column, write_tables
 
 # Command-line keys that choose among an experiment's runs rather than configure them.
-SELECTORS = ("row", "seed", "table_only", "run_dir")
+SELECTORS = ("row", "seed", "table_only", "run_dir", "jobs")
 # Command-line settings an experiment shares with the run whose model it reuses (the Table 5
 # encoder); the rest (dataset, model, coloc, ...) configure the experiment's own runs.
 SHARED = ("paths", "schedule", "device", "progress", "speed")
@@ -130,7 +133,8 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
             print(f"[{exp.name}] seed {cfg.seed} is not in experiment.seeds {list(exp.seeds)}: "
                   "it is trained but the table leaves it out")  # fmt: skip
     if not cfg.table_only:
-        run_all(cfg, overrides, todo)
+        with helpers(cfg, overrides):
+            run_all(cfg, overrides, todo)
     if not distributed.ranks().main:
         return
     out = cfg.paths.output_dir
@@ -139,6 +143,31 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
         write_column(out, exp, cfg.schedule.name, finished)
         path = write_tables(out, exp.table, cfg.schedule.name)
     print(f"[{exp.name}] table written: {path} ({len(finished)} of {len(table)} runs finished)")
+
+
+@contextmanager
+def helpers(cfg: DictConfig, overrides: list[str]):
+    """With ``jobs=N`` > 1: N - 1 more processes of this command, started now, sharing its runs
+    through the run locks (``run_all``); waited for at the end, stopped (they checkpoint) if
+    this one stops first."""
+    if cfg.jobs > 1 and distributed.ranks().several:
+        raise UserError("jobs= starts processes of its own; under torchrun leave it out")
+    command = [sys.executable, "-m", "stn_repro.cli", *[o for o in overrides
+                                                         if key_of(o) != "jobs"]]  # fmt: skip
+    procs = [subprocess.Popen(command) for _ in range(cfg.jobs - 1)]
+    try:
+        yield
+    except BaseException:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        raise
+    finally:
+        for proc in procs:
+            proc.wait()
+    for k, proc in enumerate(procs, 1):
+        if proc.returncode:
+            print(f"[{cfg.experiment.name}] helper process {k} of jobs={cfg.jobs} exited with "
+                  f"status {proc.returncode}; its runs were finished here")  # fmt: skip
 
 
 def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:

@@ -233,6 +233,7 @@ class Config:
     table_only: bool = False
     run_dir: str | None = None
     workers: int = checked(between(0, 64), 2)
+    jobs: int = checked(between(1, 64), 1)
     overwrite: bool = False
     progress: bool = True
     speed: Speed = field(default_factory=Speed)

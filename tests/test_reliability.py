@@ -290,6 +290,19 @@ def test_four_identical_launches_train_each_run_once(tmp_path):
     assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 4  # distinct folders
 
 
+def test_jobs_start_processes_that_share_the_runs(tmp_path):
+    proc = cli(tmp_path, "experiment=table1_tc", "experiment.seeds=[1]", "jobs=3")
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    runs = [m.parent for m in metrics_files(tmp_path)]
+    assert len(runs) == 4
+    for run in runs:  # trained once, by one process
+        pids = {p.name.split(".")[-2] for p in (run / "tb").glob("events.out.tfevents.*")}
+        assert len(pids) == 1, run
+    assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 3  # three processes
+    assert (tmp_path / "outputs/tables/table1.md").read_text().count("| TC |") == 4
+
+
 def test_four_launches_of_different_rows_all_reach_the_table(tmp_path):
     """One launch per row of the TC column (4 rows): the last table written holds them all."""
     procs = [cli(tmp_path, "experiment=table1_tc", f"row={row}") for row in range(4)]
