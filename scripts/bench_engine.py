@@ -1,5 +1,5 @@
 """Engine overhead: a whole `stn-repro` run against a bare PyTorch loop training the same model
-on the same cached data, each a fresh process, start-up included.
+on the same cached data, each a fresh process on the CPU, start-up included.
 
     python scripts/bench_engine.py [dataset=mnist_rts model=cnn schedule.iterations=1500 ...]
                                    [--repeats 2]
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULTS = ["dataset=mnist_rts", "model=cnn", "schedule=fast"]
+DEFAULTS = ["dataset=mnist_rts", "model=cnn", "schedule=fast", "device=cpu"]
 
 
 def measured(cmd: list[str]) -> tuple[float, float, float]:
@@ -83,7 +83,9 @@ def main(overrides: list[str], repeats: int) -> None:
     from stn_repro.schema import validate
 
     with tempfile.TemporaryDirectory() as tmp:
-        args = [*DEFAULTS, *overrides, "progress=false"]
+        given = {o.split("=")[0] for o in overrides}
+        args = [*[d for d in DEFAULTS if d.split("=")[0] not in given], *overrides,
+                "progress=false"]  # fmt: skip
         with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
             cfg = validate(compose("config", overrides=args))
         if cfg.schedule.optimizer != "adam" or cfg.schedule.lr_policy != "cosine":
@@ -92,7 +94,8 @@ def main(overrides: list[str], repeats: int) -> None:
         config.write_text(OmegaConf.to_yaml(cfg, resolve=True))
         found = {"stn-repro run": [], "bare loop": []}
         for k in range(repeats):
-            run = [sys.executable, "-m", "stn_repro.cli", *args, f"run_dir={tmp}/run{k}"]
+            run = [sys.executable, "-m", "stn_repro.cli", *args, f"run_dir={tmp}/run{k}",
+                   f"paths.output_dir={tmp}"]  # fmt: skip
             found["stn-repro run"].append(measured(run))
             found["bare loop"].append(measured([sys.executable, __file__, "--bare", str(config)]))
     print(f"{' '.join(args)}, {repeats} interleaved repeats (medians)")

@@ -54,8 +54,8 @@ class Setup:
         cfg = model_config(name)
         self.batch = {"batch64": 64, "batch256": 256}.get(lever, batch)
         parts = lever.split("+")
-        knobs = OmegaConf.create({"compile": "compile" in parts,
-                                  "channels_last": "channels_last" in parts, "threads": None})  # fmt: skip
+        knobs = OmegaConf.create({"compile": "compile" in parts, "threads": None,
+                                  "channels_last": "channels_last" in parts})  # fmt: skip
         self.threads = 1 if lever == "threads1" else torch.get_num_threads()
         torch.manual_seed(0)
         model = build_model(cfg.model, DataSpec((1, SIDE, SIDE), 10, int(cfg.dataset.st_pool)))
@@ -89,7 +89,7 @@ class Setup:
 
 def main(models: list[str], levers: list[str], batch: int, rounds: int, steps: int) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, "
-          f"{rounds} rounds of {steps} steps; images/s and ratio to plain (same process)")  # fmt: skip
+          f"{rounds} rounds of {steps} steps; images/s, ratio to plain (one process)")
     print("| Model | Lever | images/s | x plain | first step s |\n|---|---|---:|---:|---:|")
     for name in models:
         setups = {lever: Setup(name, lever, batch) for lever in ["plain", *levers]}

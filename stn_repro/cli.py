@@ -23,7 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from . import config, distributed, signals, sweep
+from . import config, distributed, signals, speed, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
@@ -38,6 +38,7 @@ def run(cfg: DictConfig, overrides: list[str]) -> None:
     ``torchrun``: as one of several processes training each run together)."""
     cfg = validate(cfg)
     check_writable(cfg.paths)
+    speed.set_threads(cfg.speed)  # before any work, data generation included
     ranks = distributed.start(cfg.device)
     try:
         if cfg.experiment is not None:

@@ -45,27 +45,43 @@ class TrainingDiverged(RuntimeError):
 
 
 class FiniteWatch:
-    """Notes the first iteration whose loss is NaN or infinite without waiting for the device
-    (no host synchronisation per step); ``check`` raises ``TrainingDiverged`` if there was one.
-    The engine checks before anything is logged, evaluated or checkpointed, so a diverged model
-    is never saved."""
+    """Keeps the losses of the steps since the last check, on the device, so the training step
+    never waits for it; ``check`` (one synchronisation) raises ``TrainingDiverged`` naming the
+    first NaN or infinite one. The engine checks before anything is logged, evaluated or
+    checkpointed."""
 
-    def __init__(self, device: torch.device):
-        self.first = torch.tensor(-1, device=device)  # iteration of the first bad loss, or -1
-        self.loss = torch.tensor(0.0, device=device)  # its value
+    def __init__(self):
+        self.losses: list[Tensor] = []
+        self.first = 0  # the iteration of losses[0]
 
     def see(self, loss: Tensor, iteration: int) -> None:
-        new = (self.first < 0) & ~torch.isfinite(loss)
-        self.first = torch.where(new, iteration, self.first)
-        self.loss = torch.where(new, loss.float(), self.loss)
+        if not self.losses:
+            self.first = iteration
+        self.losses.append(loss.detach())
 
-    def check(self, run_dir: Path, lr: float) -> None:
-        if (first := int(self.first)) >= 0:
+    def check(self, run_dir, lr: float) -> None:
+        if not self.losses:
+            return
+        losses, self.losses = torch.stack(self.losses).float(), []
+        bad = (~torch.isfinite(losses)).nonzero().flatten()
+        if len(bad):
+            k = int(bad[0])
             raise TrainingDiverged(
-                f"the loss became {self.loss.item()} at iteration {first} of {run_dir}; rerun "
-                f"with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in its "
-                "own directory)"
+                f"the loss became {losses[k].item()} at iteration {self.first + k} of {run_dir}; "
+                f"rerun with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in "
+                "its own directory)"
             )
+
+
+def check_weights(model: nn.Module, iteration: int, run_dir, lr: float) -> None:
+    """Raise ``TrainingDiverged`` if a weight is NaN or infinite (a finite loss can still give
+    a non-finite gradient), so that no such model is saved."""
+    if not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
+        raise TrainingDiverged(
+            f"the weights became NaN or infinite by iteration {iteration} of {run_dir}; rerun "
+            f"with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in its own "
+            "directory)"
+        )
 
 
 def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
@@ -284,7 +300,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     # ---- model and optimiser --------------------------------------------------------------
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, spec).to(device)
-    speed.prepare(model, cfg.speed)  # threads, memory layout
+    speed.prepare(model, cfg.speed)  # memory layout
     speed.set_precision(schedule.precision)
     optimizer = make_optimizer(model, schedule)
     start, elapsed = 0, 0.0
@@ -312,6 +328,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     preview, _ = feed.preview(32)
 
     def checkpoint(iteration: int) -> None:
+        check_weights(model, iteration, run_dir, schedule.lr)  # (identical on every rank)
         states = distributed.gathered(rng_state(), where)  # every rank's dropout draws
         if where.main:
             save_checkpoint(run_dir, {
@@ -337,9 +354,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
                disable=not (cfg.progress and where.main), desc=str(run_dir.parent.name),
                leave=False)  # fmt: skip
     batches = feed.train_batches(start, where)
-    finite = FiniteWatch(device)
-    every = [k for k in (log.every, log.image_every, log.snapshot_every, log.eval_every,
-                         log.checkpoint_every) if k]  # fmt: skip
+    finite = FiniteWatch()
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
         # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L): this rank's share of the batch.
         # The feed's batches never end.
@@ -366,25 +381,32 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             optimizer.step()
             step = it + 1
             last = step == schedule.iterations
-            if stopping or last or any(step % k == 0 for k in every):
+            due = {  # what this step does besides training (the same on every rank)
+                "log": step % log.every == 0 or last,
+                "images": step % log.image_every == 0 or last,
+                "snapshot": bool(log.snapshot_every) and step % log.snapshot_every == 0,
+                "eval": step % log.eval_every == 0 and not last,
+                "checkpoint": step % log.checkpoint_every == 0 or last or stopping,
+            }
+            if any(due.values()):
                 finite.check(run_dir, schedule.lr)  # before logging, evaluating, checkpointing
-            if step % log.every == 0 or last:
+            if due["log"]:
                 wrong = distributed.total(torch.stack([task.wrong(logits, y),
                                                        y.new_tensor(len(y))]), where)  # fmt: skip
                 writer.add_scalar("train/loss", batch_loss.item(), step)
                 writer.add_scalar("train/error", 100.0 * wrong[0].item() / wrong[1].item(), step)
                 writer.add_scalar("train/lr", schedule.lr * factor, step)
                 bar.set_postfix(loss=f"{batch_loss.item():.3f}")
-            if where.main and (step % log.image_every == 0 or step == schedule.iterations):
+            if where.main and due["images"]:
                 log_images(writer, model, preview, step)
-            if snapshots and step % log.snapshot_every == 0:
+            if snapshots and due["snapshot"]:
                 save_snapshot(run_dir, step, [st.state_dict() for st in transformers(model)])
-            if step % log.eval_every == 0 and step != schedule.iterations:
+            if due["eval"]:
                 error = evaluate(model, feed, watch, task, where)
                 writer.add_scalar(f"{watch}/error", error, step)
                 if where.main:
                     log_pose(writer, model, feed, cfg.dataset, step)
-            if step % log.checkpoint_every == 0 or step == schedule.iterations or stopping:
+            if due["checkpoint"]:
                 elapsed += time.perf_counter() - tic
                 tic = time.perf_counter()
                 checkpoint(step)

@@ -26,7 +26,7 @@ from .config import config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
 from .files import Busy, locked
-from .runs import finished_run
+from .runs import clear_run, finished_run
 from .schema import validate
 from .tables import table_lock, write_column, write_tables
 
@@ -133,7 +133,7 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
             print(f"[{exp.name}] seed {cfg.seed} is not in experiment.seeds {list(exp.seeds)}: "
                   "it is trained but the table leaves it out")  # fmt: skip
     if not cfg.table_only:
-        with helpers(cfg, overrides):
+        with helpers(cfg, overrides, todo):
             run_all(cfg, overrides, todo)
     if not distributed.ranks().main:
         return
@@ -146,15 +146,25 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
 
 
 @contextmanager
-def helpers(cfg: DictConfig, overrides: list[str]):
-    """With ``jobs=N`` > 1: N - 1 more processes of this command, started now, sharing its runs
-    through the run locks (``run_all``); waited for at the end, stopped (they checkpoint) if
-    this one stops first."""
-    if cfg.jobs > 1 and distributed.ranks().several:
+def helpers(cfg: DictConfig, overrides: list[str], runs: list[Run]):
+    """With ``jobs=N`` > 1: up to N - 1 more processes of this command (with ``jobs=1``),
+    started now, sharing ``runs`` through the run locks (``run_all``); waited for at the end,
+    stopped (each saves a checkpoint) if this one stops first. With ``overwrite=true`` the runs
+    are cleared here once, before any process starts, and then run without it."""
+    count = min(cfg.jobs, len(runs)) - 1
+    if count < 1:
+        yield
+        return
+    if distributed.ranks().several:
         raise UserError("jobs= starts processes of its own; under torchrun leave it out")
-    command = [sys.executable, "-m", "stn_repro.cli", *[o for o in overrides
-                                                         if key_of(o) != "jobs"]]  # fmt: skip
-    procs = [subprocess.Popen(command) for _ in range(cfg.jobs - 1)]
+    if cfg.overwrite:
+        for run in runs:
+            with locked(run.where):
+                clear_run(run.where)
+            run.cfg.overwrite = False
+    given = [o for o in overrides if key_of(o) not in ("jobs", "overwrite")]
+    command = [sys.executable, "-m", "stn_repro.cli", *given, "jobs=1", "overwrite=false"]
+    procs = [subprocess.Popen(command) for _ in range(count)]
     try:
         yield
     except BaseException:
@@ -163,11 +173,18 @@ def helpers(cfg: DictConfig, overrides: list[str]):
         raise
     finally:
         for proc in procs:
-            proc.wait()
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     for k, proc in enumerate(procs, 1):
         if proc.returncode:
             print(f"[{cfg.experiment.name}] helper process {k} of jobs={cfg.jobs} exited with "
                   f"status {proc.returncode}; its runs were finished here")  # fmt: skip
+
+
+STOP_WAIT_S = 300  # how long a helper may take to save its checkpoint and stop
 
 
 def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:

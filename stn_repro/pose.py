@@ -177,7 +177,8 @@ def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 5
         st, _, _, theta = found[0]
         thetas.append(theta.reshape(len(x), st.num_transformers, -1).cpu())
     theta = torch.cat(thetas)  # (N, transformers, P)
-    ds = distortions(dataset.generator, test.params[:count], dataset.params.get("canvas"))
+    params = test.params[:count].cpu()  # (the feed may hold the split on a GPU)
+    ds = distortions(dataset.generator, params, dataset.params.get("canvas"))
     rows = []
     for k in range(theta.shape[1]):
         t = transform_matrices(st.transform, theta[:, k])

@@ -1,5 +1,6 @@
 """How a run computes: numerical precision (``schedule.precision``, part of a run's identity)
-and the settings that change only speed (``speed``: compile, channels_last, threads)."""
+and the settings that change only speed (``speed``: compile, channels_last, threads).
+``set_precision`` and ``set_threads`` set process-wide torch flags."""
 
 from __future__ import annotations
 
@@ -33,13 +34,19 @@ def layout(x: Tensor, speed: DictConfig) -> Tensor:
     return x
 
 
-def prepare(model: nn.Module, speed: DictConfig) -> None:
-    """Apply ``speed``'s threads and layout to a built model, in place (``speed.compile``
-    wraps the model the training step calls: ``compiled``)."""
+def set_threads(speed: DictConfig) -> None:
+    """torch's intra-op CPU threads for this process (``speed.threads``; None: torch's own)."""
     if speed.threads:
         torch.set_num_threads(int(speed.threads))
+
+
+def prepare(model: nn.Module, speed: DictConfig) -> None:
+    """Put a built model's 2D convolutions in channels-last layout (``speed.channels_last``),
+    in place (``speed.compile`` wraps the model the training step calls: ``compiled``)."""
     if speed.channels_last:
-        model.to(memory_format=torch.channels_last)
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.to(memory_format=torch.channels_last)
 
 
 def compiled(net: nn.Module, speed: DictConfig) -> nn.Module:

@@ -291,16 +291,23 @@ def test_four_identical_launches_train_each_run_once(tmp_path):
 
 
 def test_jobs_start_processes_that_share_the_runs(tmp_path):
-    proc = cli(tmp_path, "experiment=table1_tc", "experiment.seeds=[1]", "jobs=3")
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err
-    runs = [m.parent for m in metrics_files(tmp_path)]
-    assert len(runs) == 4
-    for run in runs:  # trained once, by one process
-        pids = {p.name.split(".")[-2] for p in (run / "tb").glob("events.out.tfevents.*")}
-        assert len(pids) == 1, run
+    def launch(*extra: str) -> dict:
+        proc = cli(tmp_path, "experiment=table1_tc", "experiment.seeds=[1]", "jobs=3", *extra)
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        trainers = {}
+        for run in [m.parent for m in metrics_files(tmp_path)]:  # each trained by one process
+            pids = {p.name.split(".")[-2] for p in (run / "tb").glob("events.out.tfevents.*")}
+            assert len(pids) == 1, run
+            trainers[run] = pids.pop()
+        return trainers
+
+    first = launch()
+    assert len(first) == 4  # the TC column's rows
     assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 3  # three processes
     assert (tmp_path / "outputs/tables/table1.md").read_text().count("| TC |") == 4
+    again = launch("overwrite=true")  # cleared once, then each run retrained by one process
+    assert again.keys() == first.keys() and all(again[r] != first[r] for r in first)
 
 
 def test_four_launches_of_different_rows_all_reach_the_table(tmp_path):

@@ -8,7 +8,7 @@ import torch
 
 from stn_repro import speed, tasks
 from stn_repro.config import config_hash, run_dir
-from stn_repro.engine import FiniteWatch, TrainingDiverged, train_run
+from stn_repro.engine import FiniteWatch, TrainingDiverged, check_weights, train_run
 from stn_repro.models import DataSpec, build_model
 from stn_repro.runs import load_checkpoint
 
@@ -69,8 +69,26 @@ def test_compiled_model_gives_the_same_loss_and_gradients(compose_cfg):
         torch.testing.assert_close(compiled[1][name], grad, rtol=1e-3, atol=1e-5, msg=name)
 
 
+def test_channels_last_leaves_3d_convolutions_alone(compose_cfg):
+    cfg = compose_cfg("dataset=mnist3d", "model=st3d_cnn", "speed.channels_last=true")
+    model = build_model(cfg.model, DataSpec((1, 60, 60, 60), 10, 2))
+    speed.prepare(model, cfg.speed)  # 3D weights have no channels-last layout: kept as they are
+    conv2d = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert conv2d and all(m.weight.is_contiguous(memory_format=torch.channels_last)
+                          for m in conv2d)  # fmt: skip
+
+
+def test_a_model_with_non_finite_weights_is_refused():
+    model = torch.nn.Linear(2, 2)
+    check_weights(model, 5, "run", lr=0.01)  # finite: nothing
+    with torch.no_grad():
+        model.bias[0] = float("inf")
+    with pytest.raises(TrainingDiverged, match="weights became NaN or infinite by iteration 5"):
+        check_weights(model, 5, "run", lr=0.01)
+
+
 def test_finite_watch_reports_the_first_bad_loss():
-    watch = FiniteWatch(torch.device("cpu"))
+    watch = FiniteWatch()
     for it, loss in enumerate([2.3, 2.1, float("inf"), float("nan"), 1.0]):
         watch.see(torch.tensor(loss), it)
         if it < 2:

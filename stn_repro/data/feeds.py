@@ -36,19 +36,23 @@ EVAL_BATCH = 256
 
 
 @functools.lru_cache(maxsize=4)
-def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
-    """The seeded permutation of n samples that epoch ``epoch`` visits them in (cached: drawing
-    it costs milliseconds, as much as a small model's training step). Do not modify it."""
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+def epoch_order(n: int, seed: int, epoch: int, device: str = "cpu") -> Tensor:
+    """The seeded permutation of n samples that epoch ``epoch`` visits them in, on ``device``
+    (cached: drawing it costs milliseconds, as much as a small model's training step, and a
+    copy to a GPU per step would wait for the GPU). Do not modify it."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    return perm.to(device)
 
 
-def batch_indices(n: int, batch_size: int, iteration: int, seed: int) -> Tensor:
-    """Indices of the batch at ``iteration``: epochs are seeded permutations of the n samples,
-    so the batch order depends on (seed, iteration) only and a resumed run sees the same."""
+def batch_indices(n: int, batch_size: int, iteration: int, seed: int,
+                  device: str = "cpu") -> Tensor:  # fmt: skip
+    """Indices of the batch at ``iteration`` (on ``device``): epochs are seeded permutations of
+    the n samples, so the batch order depends on (seed, iteration) only and a resumed run sees
+    the same."""
     epoch, offset = divmod(iteration * batch_size, n)
-    idx = torch.empty(0, dtype=torch.int64)
+    idx = torch.empty(0, dtype=torch.int64, device=device)
     while len(idx) < batch_size:  # wrap into the next epochs
-        perm = epoch_order(n, seed, epoch)
+        perm = epoch_order(n, seed, epoch, device)
         idx = torch.cat([idx, perm[offset : offset + batch_size - len(idx)]])
         epoch, offset = epoch + 1, 0
     return idx
@@ -83,8 +87,7 @@ class MemoryFeed:
         )
 
     def batch(self, split, idx) -> tuple[Tensor, Tensor]:
-        if isinstance(idx, Tensor):
-            idx = idx.to(self.device)
+        """The samples ``idx`` (a slice, or indices on the split's device) as model inputs."""
         return self.inputs(split.images[idx], split.params[idx]), split.labels[idx]
 
     def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
@@ -96,13 +99,13 @@ class MemoryFeed:
                 data = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
                                   epoch=epoch, limit=cfg.schedule.train_limit)  # fmt: skip
                 data, seen = data.to(self.device), epoch
-            idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed))
+            idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed), str(self.device))
             yield self.batch(data, shard(idx, where))
             iteration += 1
 
     def eval_batches(self, split: str, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         data = self.splits[split]
-        share = torch.arange(where.rank, len(data), where.world)
+        share = torch.arange(where.rank, len(data), where.world, device=self.device)
         for start in range(0, len(share), EVAL_BATCH):
             yield self.batch(data, share[start : start + EVAL_BATCH])
 
