@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stn_repro.config import PACKAGE_ROOT
-from stn_repro.data import load_split
+from stn_repro.data import generators, load_split
 from stn_repro.data.generators import generate, homographies, paste_max
 from stn_repro.data.sources import load_mnist
 from stn_repro.errors import UserError
@@ -233,3 +233,24 @@ def test_extruded_digits_stay_inside_the_volume(digits):
     rot = rotation_matrices(angles[:16].double())
     expected = shift[:16].double() + (rot[:, :, :2] @ digit_c[..., None])[..., 0]
     torch.testing.assert_close(centre, expected, atol=0.3, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "name,params",
+    [
+        ("rotate", {"rotation": (-90.0, 90.0)}),
+        ("rts", {"rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas": 42}),
+        ("projective", {"scale": (0.75, 1.0), "corner_sd": 5.0}),
+        ("elastic", {"scale": (0.75, 1.0), "control_points": 16, "point_sd": 1.5}),
+    ],
+)
+def test_warping_in_chunks_gives_the_same_bits(digits, name, params, monkeypatch):
+    """The generators warp a few hundred images at a time (speed); the cached datasets must not
+    change: the same bytes as warping the whole batch in one call."""
+    images, labels = digits
+    chunked = generate(name, images[:600], labels[:600], seed=3, params=params)
+    real = generators.warp
+    monkeypatch.setattr(generators, "warp", lambda *args: real(*args, chunk=10_000))
+    whole = generate(name, images[:600], labels[:600], seed=3, params=params)
+    for a, b in zip(chunked, whole, strict=True):
+        assert torch.equal(a, b)

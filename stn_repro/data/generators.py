@@ -26,10 +26,17 @@ from .sources import DIGIT
 from .volumes import extrude_3d
 
 
-def warp(digits: Tensor, grid: Tensor) -> Tensor:
-    """Bilinear warp of uint8 digits ``(N, 28, 28)`` at ``grid`` -> uint8 ``(N, 1, H, W)``."""
-    out = sample(digits[:, None].float(), grid.float())
-    return out.round().clamp(0, 255).to(torch.uint8)
+def warp(digits: Tensor, transform, theta: Tensor, size: tuple[int, int],
+         chunk: int = 256) -> Tensor:  # fmt: skip
+    """Bilinear warp of uint8 digits ``(N, 28, 28)`` by ``transform`` with ``theta`` ``(N, P)``
+    (float64) -> uint8 ``(N, 1, *size)``, ``chunk`` images at a time: the same bits as one
+    call, 1.5-4x faster on a CPU (a whole batch's float64 grids overflow its caches)."""
+    out = torch.empty(len(digits), 1, *size, dtype=torch.uint8)
+    for i in range(0, len(digits), chunk):
+        grid = transform.grid(theta[i : i + chunk], size).float()
+        warped = sample(digits[i : i + chunk, None].float(), grid)
+        out[i : i + chunk] = warped.round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def similarity(angle_deg: Tensor, scale: Tensor, offset_px: Tensor, canvas: int) -> Tensor:
@@ -53,7 +60,7 @@ def rotate(
     n = len(digits)
     angle = uniform(rng, n, *rotation)
     theta = similarity(angle, torch.ones(n, dtype=torch.float64), torch.zeros(n, 2), DIGIT)
-    return warp(digits, Affine().grid(theta, (DIGIT, DIGIT))), labels, angle[:, None]
+    return warp(digits, Affine(), theta, (DIGIT, DIGIT)), labels, angle[:, None]
 
 
 def rotate_translate_scale(
@@ -74,7 +81,7 @@ def rotate_translate_scale(
         raise ValueError(f"a digit scaled by {scale[1]} does not fit a {canvas}px canvas")
     offset = (2 * torch.rand(n, 2, generator=rng, dtype=torch.float64) - 1) * reach[:, None]
     theta = similarity(angle, s, offset, canvas)
-    images = warp(digits, Affine().grid(theta, (canvas, canvas)))
+    images = warp(digits, Affine(), theta, (canvas, canvas))
     return images, labels, torch.cat([angle[:, None], s[:, None], offset], dim=1)
 
 
@@ -108,7 +115,7 @@ def projective(
     moves = corner_sd * torch.randn(n, 4, 2, generator=rng, dtype=torch.float64)  # pixels
     corners_out = s[:, None, None] * CORNERS + 2 * moves / DIGIT
     theta = homographies(corners_out, CORNERS.expand(n, 4, 2))
-    images = warp(digits, Projective().grid(theta, (DIGIT, DIGIT)))
+    images = warp(digits, Projective(), theta, (DIGIT, DIGIT))
     return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
 
 
@@ -129,7 +136,7 @@ def elastic(
     moves = point_sd * torch.randn(n, control_points, 2, generator=rng, dtype=torch.float64)
     # Output control point P_k samples the digit at (P_k + move_k) / s.
     theta = (tps.control_points.double() + 2 * moves / DIGIT) / s[:, None, None]
-    images = warp(digits, tps.grid(theta.flatten(1), (DIGIT, DIGIT)))
+    images = warp(digits, tps, theta.flatten(1), (DIGIT, DIGIT))
     return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
 
 
