@@ -132,11 +132,27 @@ def test_fresh_each_epoch_draws_each_epoch_and_caches_only_the_test_split(
 
     monkeypatch.setattr(feeds, "load_split", record)
     metrics = train_run(cfg, run_dir(cfg))
-    # 6 steps of 16 on 32 digits: epochs 0, 1 and 2, each drawn once; no fixed train split.
-    assert drawn == [("train", 0), ("test", None), ("train", 1), ("train", 2)]
+    # 6 steps of 16 on 32 digits: epochs 0, 1 and 2, each drawn once (and 3 perhaps, drawn
+    # ahead in the background); no fixed train split.
+    assert drawn[:2] == [("train", 0), ("test", None)]
+    epochs = [epoch for split, epoch in drawn[2:]]
+    assert sorted(epochs) in ([1, 2], [1, 2, 3]) and ("test", None) not in drawn[2:]
     [cached] = (tmp_path / "cache").glob("*.h5")
     assert cached.name.startswith("mnist_r-test-")
     assert metrics["data"].endswith("fresh distortions each epoch")
+
+
+def test_fresh_epochs_drawn_ahead_are_the_epochs_drawn_in_place(compose_cfg):
+    cfg = compose_cfg("dataset=mnist_r", "model=fcn", "dataset.fresh_each_epoch=true",
+                      "schedule.train_limit=32", "schedule.batch_size=16")  # fmt: skip
+    feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
+    batches = feed.train_batches(start=1)  # resumed mid-epoch 0
+    for iteration in range(1, 7):  # through epochs 0-3
+        x, y = next(batches)
+        split = feed.train_split(iteration * 16 // 32)
+        idx = feeds.batch_indices(32, 16, iteration, int(cfg.seed))
+        assert torch.equal(x, feed.batch(split, idx)[0]) and torch.equal(y, split.labels[idx])
+    batches.close()
 
 
 def test_another_config_in_an_explicit_run_dir_is_refused_naming_the_difference(

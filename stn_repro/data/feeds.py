@@ -21,6 +21,7 @@ import functools
 import json
 import signal
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ..distributed import ALONE, shard
-from . import load_split, make_inputs
+from . import Split, load_split, make_inputs
 from .stored import StoredImages
 
 EVAL_BATCH = 256
@@ -66,14 +67,7 @@ class MemoryFeed:
         paths, schedule = cfg.paths, cfg.schedule
         self.cfg, self.device = cfg, device
         self.fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions each epoch
-        self.train = load_split(
-            cfg.dataset,
-            "train",
-            paths.data_dir,
-            paths.cache_dir,
-            epoch=0 if self.fresh else None,
-            limit=schedule.train_limit,
-        ).to(device)
+        self.train = self.train_split(0 if self.fresh else None)
         self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
                                           limit=schedule.test_limit).to(device)}  # fmt: skip
         self.inputs = make_inputs(cfg.dataset)
@@ -90,18 +84,34 @@ class MemoryFeed:
         """The samples ``idx`` (a slice, or indices on the split's device) as model inputs."""
         return self.inputs(split.images[idx], split.params[idx]), split.labels[idx]
 
+    def train_split(self, epoch: int | None) -> Split:
+        """The training split (``epoch``: that epoch's fresh draws; None: the cached one)."""
+        cfg = self.cfg
+        return load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
+                          epoch=epoch, limit=cfg.schedule.train_limit).to(self.device)  # fmt: skip
+
     def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
+        """With fresh draws each epoch, the next epoch's split is generated in a background
+        thread while this one trains (torch releases the GIL while it computes)."""
         cfg, bs = self.cfg, int(self.cfg.schedule.batch_size)
         data, seen = self.train, 0
         iteration = start
-        while True:
-            if self.fresh and (epoch := iteration * bs // self.train_size) != seen:
-                data = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
-                                  epoch=epoch, limit=cfg.schedule.train_limit)  # fmt: skip
-                data, seen = data.to(self.device), epoch
-            idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed), str(self.device))
-            yield self.batch(data, shard(idx, where))
-            iteration += 1
+        ahead = ThreadPoolExecutor(1) if self.fresh else None
+        coming: dict[int, Future] = {}
+        try:
+            while True:
+                if self.fresh and (epoch := iteration * bs // self.train_size) != seen:
+                    made = coming.pop(epoch, None)
+                    data, seen = made.result() if made else self.train_split(epoch), epoch
+                if self.fresh and seen + 1 not in coming:
+                    coming = {seen + 1: ahead.submit(self.train_split, seen + 1)}
+                idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed),
+                                    str(self.device))  # fmt: skip
+                yield self.batch(data, shard(idx, where))
+                iteration += 1
+        finally:
+            if ahead is not None:
+                ahead.shutdown(wait=False, cancel_futures=True)
 
     def eval_batches(self, split: str, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         data = self.splits[split]
