@@ -68,10 +68,10 @@ def test_random_regressor_start_breaks_the_symmetry(compose_cfg):
 
 
 def test_command_line_beats_the_experiments_schedule_overrides(compose_cfg):
-    """table4_addition sets 6,000 iterations for `fast`; an explicit override still wins."""
+    """table4_addition sets 12,000 iterations for `fast`; an explicit override still wins."""
     cfg = compose_cfg("experiment=table4_addition", "schedule=fast")
     row = cfg.experiment.rows[0]
     base = ["experiment=table4_addition", "schedule=fast"]
-    assert compose_run(base, row, 1).schedule.iterations == 6000
-    longer = compose_run([*base, "schedule.iterations=12000"], row, 1)
-    assert longer.schedule.iterations == 12000
+    assert compose_run(base, row, 1).schedule.iterations == 12000
+    shorter = compose_run([*base, "schedule.iterations=6000"], row, 1)
+    assert shorter.schedule.iterations == 6000
