@@ -66,22 +66,23 @@ class FiniteWatch:
         bad = (~torch.isfinite(losses)).nonzero().flatten()
         if len(bad):
             k = int(bad[0])
-            raise TrainingDiverged(
-                f"the loss became {losses[k].item()} at iteration {self.first + k} of {run_dir}; "
-                f"rerun with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in "
-                "its own directory)"
-            )
+            raise diverged(f"the loss became {losses[k].item()} at iteration {self.first + k}",
+                           run_dir, lr)  # fmt: skip
 
 
 def check_weights(model: nn.Module, iteration: int, run_dir, lr: float) -> None:
     """Raise ``TrainingDiverged`` if a weight is NaN or infinite (a finite loss can still give
     a non-finite gradient), so that no such model is saved."""
     if not torch.stack([p.isfinite().all() for p in model.parameters()]).all():
-        raise TrainingDiverged(
-            f"the weights became NaN or infinite by iteration {iteration} of {run_dir}; rerun "
-            f"with a lower learning rate, e.g. schedule.lr={lr / 10:g} (a new run, in its own "
-            "directory)"
-        )
+        raise diverged(f"the weights became NaN or infinite by iteration {iteration}", run_dir, lr)
+
+
+def diverged(what: str, run_dir, lr: float) -> TrainingDiverged:
+    """The error for a run that diverged, with the advice that fixes it."""
+    return TrainingDiverged(
+        f"{what} of {run_dir}; rerun with a lower learning rate, e.g. schedule.lr={lr / 10:g} "
+        "(a new run, in its own directory)"
+    )
 
 
 def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
