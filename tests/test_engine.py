@@ -142,12 +142,13 @@ def test_fresh_each_epoch_draws_each_epoch_and_caches_only_the_test_split(
     assert metrics["data"].endswith("fresh distortions each epoch")
 
 
-def test_fresh_epochs_drawn_ahead_are_the_epochs_drawn_in_place(compose_cfg):
+@pytest.mark.parametrize("start", [1, 3])  # resumed mid-epoch 0, and in epoch 1
+def test_fresh_epochs_drawn_ahead_are_the_epochs_drawn_in_place(compose_cfg, start):
     cfg = compose_cfg("dataset=mnist_r", "model=fcn", "dataset.fresh_each_epoch=true",
                       "schedule.train_limit=32", "schedule.batch_size=16")  # fmt: skip
     feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
-    batches = feed.train_batches(start=1)  # resumed mid-epoch 0
-    for iteration in range(1, 7):  # through epochs 0-3
+    batches = feed.train_batches(start)
+    for iteration in range(start, 8):  # through epoch 3
         x, y = next(batches)
         split = feed.train_split(iteration * 16 // 32)
         idx = feeds.batch_indices(32, 16, iteration, int(cfg.seed))

@@ -94,17 +94,19 @@ class MemoryFeed:
         """With fresh draws each epoch, the next epoch's split is generated in a background
         thread while this one trains (torch releases the GIL while it computes)."""
         cfg, bs = self.cfg, int(self.cfg.schedule.batch_size)
-        data, seen = self.train, 0
         iteration = start
+        seen = iteration * bs // self.train_size if self.fresh else 0  # the epoch of `data`
+        data = self.train if seen == 0 else self.train_split(seen)
         ahead = ThreadPoolExecutor(1) if self.fresh else None
-        coming: dict[int, Future] = {}
+        coming: Future | None = None  # epoch seen + 1, being drawn
         try:
             while True:
                 if self.fresh and (epoch := iteration * bs // self.train_size) != seen:
-                    made = coming.pop(epoch, None)
-                    data, seen = made.result() if made else self.train_split(epoch), epoch
-                if self.fresh and seen + 1 not in coming:
-                    coming = {seen + 1: ahead.submit(self.train_split, seen + 1)}
+                    # (a batch larger than the split can skip an epoch)
+                    data = coming.result() if epoch == seen + 1 else self.train_split(epoch)
+                    seen, coming = epoch, None
+                if self.fresh and coming is None:
+                    coming = ahead.submit(self.train_split, seen + 1)
                 idx = batch_indices(self.train_size, bs, iteration, int(cfg.seed),
                                     str(self.device))  # fmt: skip
                 yield self.batch(data, shard(idx, where))
