@@ -51,6 +51,12 @@ def triplet_hinge(anchor: Tensor, positive: Tensor, negative: Tensor, margin: fl
     return (pos - neg + margin).clamp(min=0).mean()
 
 
+def squared_distances(a: Tensor, b: Tensor) -> Tensor:
+    """``|a_i - b_j|^2`` for every pair of rows, ``(I, F), (J, F) -> (I, J)``, without the
+    ``(I, J, F)`` difference tensor."""
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None] - 2 * a @ b.T).clamp(min=0)
+
+
 def attention_boxes(theta: Tensor, size: tuple[int, int], transform: Attention | None = None
                     ) -> Tensor:  # fmt: skip
     """Thetas ``(B, 3)`` of ``transform`` (default: :class:`Attention`, theta = (s, tx, ty))
@@ -166,7 +172,7 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
         crops, theta = crop(a)
         anchor = embed(crops)  # (K, F)
         partner = anchor.detach() if co.stop_partner_gradient else anchor
-        pos = (anchor[:, None] - partner[None]).pow(2).sum(2)  # (K, K): pair (n, m)
+        pos = squared_distances(anchor, partner)  # (K, K): pair (n, m)
     else:
         a = torch.randint(0, n, (co.batch,), generator=generator)
         b = (a + torch.randint(1, n, (co.batch,), generator=generator)) % n  # b != a
@@ -226,6 +232,9 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     encoder = Encoder(encoder_head).to(device)
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
     optimizer = torch.optim.Adam(st.parameters(), lr=co.lr)
+    decay = None
+    if co.lr_decay == "cosine":
+        decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(co.iterations))
 
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     from torch.utils.tensorboard import SummaryWriter
@@ -243,6 +252,8 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if decay is not None:
+            decay.step()
         step = it + 1
         writer.add_scalar("coloc/loss", loss.item(), step)
         # (B,): how much each window's theta is pushed; zero for a blank window, and for one

@@ -205,6 +205,7 @@ class Coloc:
     negatives: int = checked(at_least(1))
     negative_scale: str = checked(one_of("fixed", "window", "random"))
     normalise_features: bool = False
+    lr_decay: str = checked(one_of("none", "cosine"), "none")
 
 
 @dataclass
