@@ -5,6 +5,7 @@
     python scripts/figures.py svhn RUN_DIR [--out outputs/figures/table2_svhn.png]
     python scripts/figures.py gtsrb RUN_DIR [--out outputs/figures/gtsrb.png]
     python scripts/figures.py cub RUN_DIR [--out outputs/figures/table3_cub.png]
+    python scripts/figures.py coloc RUN_DIR [--out outputs/figures/fig4_coloc.png]
 
 addition: a Table 4 run with transformers (e.g. 2xST-FCN): each transformer's output per
 channel. 3d: a fig_3d run of the 3D ST-CNN: input projections and the transformer's output.
@@ -12,13 +13,15 @@ svhn: a Table 2 ST-CNN run: the transformers' affine transforms multiplied out a
 input crop (the paper's Table 2, right), then each transformer's output. gtsrb: a GTSRB run with
 transformers: per test sign, the input, the first transformer's grid on it and its output.
 cub: a Table 3 ST run: each transformer's window on test images, and the windows' centres over
-the test set (``*_centres.png``).
+the test set (``*_centres.png``). coloc: a Table 5 run: its window (red; the true box green) on
+three of its images at four logged steps (the paper's Fig. 4), and the same as a GIF.
 """
 
 import argparse
 
 from stn_repro.figures import (
     addition_figure,
+    coloc_figure,
     cub_figure,
     gtsrb_figure,
     svhn_figure,
@@ -31,6 +34,7 @@ FIGURES = {
     "svhn": (svhn_figure, "outputs/figures/table2_svhn.png"),
     "gtsrb": (gtsrb_figure, "outputs/figures/gtsrb.png"),
     "cub": (cub_figure, "outputs/figures/table3_cub.png"),
+    "coloc": (coloc_figure, "outputs/figures/fig4_coloc.png"),
 }
 
 if __name__ == "__main__":

@@ -25,13 +25,18 @@ VARIANTS: dict[str, list[str]] = {
     "+ stop-gradient on the partner crop": ["coloc=as_written", "coloc.stop_partner_gradient=true"],
     "+ window inside the canvas, whole-image start": [
         "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.95"],
+    "+ that, never smaller than the random crops": [
+        "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.95",
+        "coloc.min_scale=0.333"],
+    "+ margin 4000 (the hinge stays active)": ["coloc=as_written", "coloc.margin=4000"],
+    "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],
+    "+ lr 2e-3 with cosine decay": ["coloc=as_written", "coloc.lr=0.002",
+                                    "coloc.lr_decay=cosine"],
     "+ gradient through a blurred copy (sigma 3)": ["coloc=as_written", "coloc.blur_sigma=3"],
     "+ 4 random negatives per image": ["coloc=as_written", "coloc.negatives=4"],
     "+ negatives at the window's scale": ["coloc=as_written", "coloc.negative_scale=window"],
     "+ negatives at random scales": ["coloc=as_written", "coloc.negative_scale=random"],
     "+ unit-length features": ["coloc=as_written", "coloc.normalise_features=true"],
-    "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],
-    "+ encoder of the TC column": ["coloc=as_written", "experiment.encoder.experiment=table1_tc"],
     FULL: ["coloc=recipe"],
 }  # fmt: skip
 """Ablation rows: name -> overrides on top of the Table 5 experiment of the column."""

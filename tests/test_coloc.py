@@ -203,7 +203,7 @@ def test_each_option_runs_and_the_loss_is_finite():
     options = [{}, {"stop_partner_gradient": True}, {"inside_canvas": True, "initial_scale": 0.9},
                {"blur_sigma": 2.0}, {"negatives": 3}, {"negative_scale": "window"},
                {"negative_scale": "random"}, {"normalise_features": True},
-               {"pairing": "all"}]  # fmt: skip
+               {"pairing": "all"}, {"pairing": "all", "stop_partner_gradient": True}]  # fmt: skip
     for changes in options:
         co = coloc_options(**{"batch": 4, **changes})
         st = make_transformer(co, (1, 84, 84))
@@ -250,3 +250,28 @@ def test_ablation_runs_with_the_experiments_schedule_settings(compose_cfg, smoke
     assert "stop_partner_gradient: true" in (runs[1] / "config.yaml").read_text()
     again = run_ablation(smoke, ["as written"], ["T"], [3], [1])  # finished: reused
     assert again[0] == results[0]
+
+
+def test_squared_distances_match_the_pairwise_differences():
+    from stn_repro.coloc import squared_distances
+
+    a, b = torch.randn(5, 7, dtype=torch.float64), torch.randn(3, 7, dtype=torch.float64)
+    brute = (a[:, None] - b[None]).pow(2).sum(2)
+    torch.testing.assert_close(squared_distances(a, b), brute)
+    assert squared_distances(a, a).diagonal().abs().max() < 1e-12
+
+
+def test_cosine_decay_takes_the_rate_to_zero_over_the_iterations():
+    from stn_repro.coloc import make_optimizer
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer, decay = make_optimizer(coloc_options(lr=0.002, iterations=10), [weight])
+    assert decay is None and optimizer.param_groups[0]["lr"] == 0.002
+    optimizer, decay = make_optimizer(coloc_options(lr=0.002, iterations=10, lr_decay="cosine"),
+                                      [weight])  # fmt: skip
+    rates = []
+    for _ in range(10):
+        optimizer.step()
+        decay.step()
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert abs(rates[4] - 0.001) < 1e-12 and abs(rates[-1]) < 1e-12  # half way: half the rate
