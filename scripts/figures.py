@@ -42,7 +42,8 @@ if __name__ == "__main__":
     parser.add_argument("figure", choices=sorted(FIGURES))
     parser.add_argument("run_dir")
     parser.add_argument("--out")
-    parser.add_argument("--examples", type=int, default=6)
+    parser.add_argument("--examples", type=int, help="examples shown (coloc: steps shown); "
+                        "default: the figure's own (6 or 8; coloc 4)")
     args = parser.parse_args()
     draw, default_out = FIGURES[args.figure]
-    draw(args.run_dir, args.out or default_out, args.examples)
+    draw(args.run_dir, args.out or default_out, *([args.examples] if args.examples else []))
