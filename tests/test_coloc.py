@@ -75,8 +75,8 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     # Co-localisation settings on the command line configure the co-localisation runs only,
     # not the encoder's Table 1 run (which has no `coloc`).
     coloc = ["coloc.lr=0.002", "coloc.margin=2.0"]
-    cfg = compose_cfg("experiment=table5_coloc_tc", *coloc)
-    run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc", *coloc])
+    cfg = compose_cfg("experiment=table5_coloc_tc", "experiment.seeds=[1]", *coloc)
+    run_experiment(cfg, [*smoke, "experiment=table5_coloc_tc", "experiment.seeds=[1]", *coloc])
     outputs = tmp_path / "outputs"
     # The encoder is the Table 1 R-column CNN, trained first and counted in Table 1.
     encoder = json.loads(
