@@ -25,8 +25,10 @@ VARIANTS: dict[str, list[str]] = {
     "+ stop-gradient on the partner crop": ["coloc=as_written", "coloc.stop_partner_gradient=true"],
     "+ window inside the canvas, whole-image start": [
         "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.95"],
+    "+ window inside the canvas, start at scale 0.6": [
+        "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.6"],
     "+ that, never smaller than the random crops": [
-        "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.95",
+        "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.6",
         "coloc.min_scale=0.333"],
     "+ margin 4000 (the hinge stays active)": ["coloc=as_written", "coloc.margin=4000"],
     "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],

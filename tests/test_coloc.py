@@ -111,7 +111,8 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     run = only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1")
     kept = torch.load(run / "boxes.pt")
     assert kept["steps"].tolist() == [0, 2, 3] and kept["boxes"].shape == (3, 3, 4)
-    start = attention_boxes(torch.tensor([[0.95, 0.0, 0.0]]), kept["images"].shape[-2:])
+    size = kept["images"].shape[-2:]
+    start = attention_boxes(torch.tensor([[cfg.coloc.initial_scale, 0.0, 0.0]]), size)
     torch.testing.assert_close(kept["boxes"][0], start.expand(3, 4))  # the configured start
     figure = coloc_figure(run, tmp_path / "fig4.png")
     from PIL import Image
