@@ -94,14 +94,16 @@ class Encoder(nn.Module):
         return torch.cat([*features, x], dim=1)
 
 
-def localisation_net(shape: tuple[int, int, int]) -> tuple[nn.Module, int]:
-    """A.2: conv 8 filters 9x9 stride 4, max-pool 2, two 8-unit fully connected layers."""
+def localisation_net(shape: tuple[int, int, int], leaky: bool = False) -> tuple[nn.Module, int]:
+    """A.2: conv 8 filters 9x9 stride 4, max-pool 2, two 8-unit fully connected layers; ReLUs,
+    or with ``leaky`` LeakyReLUs (slope 0.01), which cannot all die."""
     c, h, w = shape
     oh, ow = ((h - 9) // 4 + 1) // 2, ((w - 9) // 4 + 1) // 2
+    act = nn.LeakyReLU if leaky else nn.ReLU
     return nn.Sequential(
-        nn.Conv2d(c, 8, 9, stride=4), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * oh * ow, 8), nn.ReLU(),
-        nn.Linear(8, 8), nn.ReLU(),
+        nn.Conv2d(c, 8, 9, stride=4), act(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(8 * oh * ow, 8), act(),
+        nn.Linear(8, 8), act(),
     ), 8  # fmt: skip
 
 
@@ -118,7 +120,7 @@ def random_crops(x: Tensor, scale: float | Tensor, generator: torch.Generator) -
 def make_transformer(co: DictConfig, shape: tuple[int, int, int]) -> SpatialTransformer:
     """The attention transformer of A.2, its window starting centred at ``co.initial_scale``;
     with ``co.inside_canvas`` a :class:`BoundedAttention` (never leaves the canvas)."""
-    loc, features = localisation_net(shape)
+    loc, features = localisation_net(shape, co.leaky_localisation)
     start = torch.tensor([co.initial_scale, 0.0, 0.0])
     transform = Attention()
     if co.inside_canvas:

@@ -23,8 +23,6 @@ FULL = "full recipe"
 VARIANTS: dict[str, list[str]] = {
     AS_WRITTEN: ["coloc=as_written"],
     "+ stop-gradient on the partner crop": ["coloc=as_written", "coloc.stop_partner_gradient=true"],
-    "+ window inside the canvas, whole-image start": [
-        "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.95"],
     "+ window inside the canvas, start at scale 0.6": [
         "coloc=as_written", "coloc.inside_canvas=true", "coloc.initial_scale=0.6"],
     "+ that, never smaller than the random crops": [
@@ -34,6 +32,8 @@ VARIANTS: dict[str, list[str]] = {
     "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],
     "+ lr 2e-3 with cosine decay": ["coloc=as_written", "coloc.lr=0.002",
                                     "coloc.lr_decay=cosine"],
+    "+ leaky ReLUs in the localisation net": ["coloc=as_written",
+                                              "coloc.leaky_localisation=true"],
     "+ gradient through a blurred copy (sigma 3)": ["coloc=as_written", "coloc.blur_sigma=3"],
     "+ 4 random negatives per image": ["coloc=as_written", "coloc.negatives=4"],
     "+ negatives at the window's scale": ["coloc=as_written", "coloc.negative_scale=window"],

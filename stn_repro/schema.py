@@ -206,6 +206,7 @@ class Coloc:
     negative_scale: str = checked(one_of("fixed", "window", "random"))
     normalise_features: bool = False
     lr_decay: str = checked(one_of("none", "cosine"), "none")
+    leaky_localisation: bool = False
 
 
 @dataclass

@@ -276,3 +276,18 @@ def test_cosine_decay_takes_the_rate_to_zero_over_the_iterations():
         decay.step()
         rates.append(optimizer.param_groups[0]["lr"])
     assert abs(rates[4] - 0.001) < 1e-12 and abs(rates[-1]) < 1e-12  # half way: half the rate
+
+
+def test_leaky_localisation_keeps_a_gradient_where_relus_are_dead():
+    from stn_repro.coloc import localisation_net
+
+    for leaky in (False, True):
+        net, _ = localisation_net((1, 84, 84), leaky)
+        with torch.no_grad():
+            for layer in net:
+                if isinstance(layer, torch.nn.Linear):
+                    layer.bias.fill_(-100.0)  # every unit's input negative: a dead ReLU layer
+        x = torch.rand(2, 1, 84, 84, requires_grad=True)
+        out = net(x)
+        out.sum().backward()
+        assert (out.abs().sum() > 0) == leaky and (x.grad.abs().sum() > 0) == leaky
