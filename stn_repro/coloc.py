@@ -14,7 +14,8 @@ image, and a window wholly on black background gets exactly zero gradient throug
 sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options of
 ``cfg.coloc`` are the ingredients docs/reproduction-notes.md describes (each off in
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
-``negative_scale``, ``normalise_features``, ``pairing``.
+``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
+stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering

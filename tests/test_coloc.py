@@ -204,7 +204,8 @@ def test_each_option_runs_and_the_loss_is_finite():
     options = [{}, {"stop_partner_gradient": True}, {"inside_canvas": True, "initial_scale": 0.9},
                {"blur_sigma": 2.0}, {"negatives": 3}, {"negative_scale": "window"},
                {"negative_scale": "random"}, {"normalise_features": True},
-               {"pairing": "all"}, {"pairing": "all", "stop_partner_gradient": True}]  # fmt: skip
+               {"pairing": "all"}, {"pairing": "all", "stop_partner_gradient": True},
+               {"leaky_localisation": True}]  # fmt: skip
     for changes in options:
         co = coloc_options(**{"batch": 4, **changes})
         st = make_transformer(co, (1, 84, 84))
