@@ -197,7 +197,7 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     return hinge.mean(), theta
 
 
-def make_optimizer(co: DictConfig, params) -> tuple[torch.optim.Adam, object | None]:
+def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Adam, object | None]:
     """Adam at ``co.lr``, and with ``co.lr_decay: cosine`` a scheduler (stepped once per step)
     taking the rate to 0 over ``co.iterations`` steps (else None)."""
     optimizer = torch.optim.Adam(params, lr=co.lr)
@@ -243,7 +243,7 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
         blurred = gaussian_blur(images, [kernel, kernel], [co.blur_sigma, co.blur_sigma])
     encoder = Encoder(encoder_head).to(device)
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
-    optimizer, decay = make_optimizer(co, st.parameters())
+    optimizer, decay = coloc_optimizer(co, st.parameters())
 
     write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     from torch.utils.tensorboard import SummaryWriter

@@ -264,12 +264,12 @@ def test_squared_distances_match_the_pairwise_differences():
 
 
 def test_cosine_decay_takes_the_rate_to_zero_over_the_iterations():
-    from stn_repro.coloc import make_optimizer
+    from stn_repro.coloc import coloc_optimizer
 
     weight = torch.nn.Parameter(torch.zeros(1))
-    optimizer, decay = make_optimizer(coloc_options(lr=0.002, iterations=10), [weight])
+    optimizer, decay = coloc_optimizer(coloc_options(lr=0.002, iterations=10), [weight])
     assert decay is None and optimizer.param_groups[0]["lr"] == 0.002
-    optimizer, decay = make_optimizer(coloc_options(lr=0.002, iterations=10, lr_decay="cosine"),
+    optimizer, decay = coloc_optimizer(coloc_options(lr=0.002, iterations=10, lr_decay="cosine"),
                                       [weight])  # fmt: skip
     rates = []
     for _ in range(10):
