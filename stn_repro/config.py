@@ -28,9 +28,11 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 
 LATER_KEYS = {
     "schedule": {"precision": "fp32"},
-    "dataset": {"task": "classify", "positions": 1},
+    "dataset": {"task": "classify", "positions": 1, "params.first_class": 1,
+                "params.keep_aspect": False, "params.exclude_test": None},
     "model": {"head": None, "target_params": None, "width": None, "dropout": None,
-              "pretrained": None, "part_size": None, "independent_localisation": (None, False),
+              "pretrained": None, "part_size": None, "layers": None,
+              "independent_localisation": (None, False),
               "regressor_init_std": (None, 0.0)},
 }
 """Keys added after runs were first recorded, with the value (or tuple of values) that means "as
@@ -42,14 +44,23 @@ def as_before(value, before) -> bool:
     return value in before if isinstance(before, tuple) else value == before
 
 
+def without_later(values: dict, later: dict) -> dict:
+    """``values`` less the later keys (``a`` or nested ``a.b``) that hold their "as before"."""
+    kept = {}
+    for key, value in values.items():
+        if key in later and as_before(value, later[key]):
+            continue
+        inner = {k.split(".", 1)[1]: v for k, v in later.items() if k.startswith(f"{key}.")}
+        kept[key] = without_later(value, inner) if inner and isinstance(value, dict) else value
+    return kept
+
+
 def identity(cfg: DictConfig) -> dict:
     """What determines a run's result: data, model, schedule (less its logging), seed, and the
     co-localisation settings where there are some."""
     groups = {}
     for group, later in LATER_KEYS.items():
-        values = OmegaConf.to_container(cfg[group], resolve=True)
-        groups[group] = {k: v for k, v in values.items()
-                         if k not in later or not as_before(v, later[k])}  # fmt: skip
+        groups[group] = without_later(OmegaConf.to_container(cfg[group], resolve=True), later)
     groups["schedule"].pop("log", None)
     found = {**groups, "seed": int(cfg.seed)}
     if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import distributed, signals, speed
 from .config import config_hash
-from .data.feeds import make_feed
+from .data.feeds import make_feed, source_key
 from .distributed import ALONE, Ranks
 from .errors import UserError
 from .files import write_atomic, write_json
@@ -281,7 +281,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     if cfg.get("overwrite") and where.main:
         clear_run(run_dir)
     distributed.barrier(where)  # rank 0 holds the run's lock (and has cleared it): read it
-    done = finished_metrics(run_dir, cfg, chash)
+    data_key = source_key(cfg)  # the original files' identity (None: generated MNIST sets)
+    done = finished_metrics(run_dir, cfg, chash, data_key)
     if done is not None:
         return done
     schedule = cfg.schedule
@@ -289,7 +290,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
                         f"{where.world} processes; choose a multiple of {where.world}")  # fmt: skip
     device = pick_device(cfg.device, where)
-    ckpt = load_checkpoint(run_dir, cfg, chash)
+    ckpt = load_checkpoint(run_dir, cfg, chash, data_key)
 
     # ---- data and task ---------------------------------------------------------------------
     feed = make_feed(cfg, device)  # in memory (generated MNIST) or HDF5 stores + DataLoader
@@ -333,7 +334,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         states = distributed.gathered(rng_state(), where)  # every rank's dropout draws
         if where.main:
             save_checkpoint(run_dir, {
-                "config_hash": chash, "iteration": iteration, "elapsed": elapsed,
+                "config_hash": chash, "data_key": data_key, "iteration": iteration,
+                "elapsed": elapsed,
                 "spec": asdict(spec), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "code": code_version(), "rng": states[0],
                 **({"rng_ranks": states} if where.several else {}),
@@ -456,6 +458,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "schedule": schedule.name,
         "seed": int(cfg.seed),
         "config_hash": chash,
+        "data_key": data_key,  # the original files' identity (None: generated MNIST sets)
         "device": str(device),
         "processes": where.world,  # training it together (torchrun)
         "torch": torch.__version__,

@@ -17,12 +17,13 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack, contextmanager
+from functools import cache
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
-from .config import config_hash, run_dir
+from .config import CONF_DIR, config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
 from .files import Busy, locked
@@ -55,17 +56,55 @@ def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
 
 def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     """The run's config, validated: the command line's overrides (less the selectors), the
-    row's, the seed, and the experiment's own overrides for the schedule (``per_schedule``),
-    less any key the command line sets itself (the command line wins)."""
+    row's, the seed, the experiment's own schedule of the chosen name (``schedules``) and its
+    overrides for that schedule (``per_schedule``, less any key the command line sets itself:
+    the command line wins)."""
     from hydra import compose
 
     given = [o for o in overrides if key_of(o) not in SELECTORS]
     run = [*given, *row.overrides, f"seed={seed}"]
     cfg = compose("config", overrides=run)
+    chosen = [o.split("=", 1)[1] for o in run if key_of(o) == "schedule"]
+    own = own_schedule(cfg.experiment, chosen[-1] if chosen else None, cfg.schedule.name)
     extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name) or []
     keys = {key_of(g) for g in given}
     extra = [o for o in extra if key_of(o) not in keys]
-    return validate(compose("config", overrides=[*run, *extra]) if extra else cfg)
+    if own:
+        run = [*(o for o in run if key_of(o) != "schedule"), *own]
+    return validate(compose("config", overrides=[*run, *extra]) if own or extra else cfg)
+
+
+def own_schedule(exp: DictConfig, chosen: str | None, name: str) -> list[str]:
+    """``[schedule=<option>]`` when the experiment has a schedule of its own named ``name``
+    (``experiment.schedules``, e.g. fast -> fast_gtsrb) and the command line did not pick it,
+    else ``[]``. ``chosen`` is the ``schedule=`` option given (None: the default); another
+    table's own (``paper_svhn`` for GTSRB, or for Table 1) is refused."""
+    schedules = dict(exp.get("schedules") or {})
+    target = schedules.get(name, name)
+    if chosen is None or chosen == name:
+        return [] if target == name else [f"schedule={target}"]
+    owner = schedule_owners().get(chosen)
+    if chosen != target and owner is not None:
+        names = ", ".join(k if v == k else f"{k} ({v})" for k, v in schedules.items())
+        raise UserError(
+            f"schedule={chosen} is the {name!r} schedule of {owner}, not of experiment "
+            f"{exp.name}" + (f" (its own: {names})" if names else "")
+            + f": write schedule={name}"
+        )
+    return []  # the table's own option named directly, or a schedule file of the user's
+
+
+@cache
+def schedule_owners() -> dict[str, str]:
+    """Schedule option -> the experiments that name it as their own (``experiment.schedules``
+    of ``conf/experiment/*.yaml``), e.g. ``paper_gtsrb`` -> ``gtsrb, gtsrb_26epochs``."""
+    owners: dict[str, list[str]] = {}
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        own = OmegaConf.load(path).get("experiment", {}).get("schedules") or {}
+        for name, option in own.items():
+            if option != name:
+                owners.setdefault(option, []).append(path.stem)
+    return {option: ", ".join(names) for option, names in owners.items()}
 
 
 def meta(exp: DictConfig, index: int, row: DictConfig) -> dict:

@@ -96,14 +96,32 @@ def read_metrics(run_dir: Path, if_corrupt: str) -> dict | None:
         return None
 
 
-def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
+def refuse_other_data(run_dir: Path, cfg: DictConfig, recorded: str | None, key: str | None,
+                      what: Path) -> None:  # fmt: skip
+    """Stop when ``what`` (a run's metrics or checkpoint) was made from other files than
+    ``cfg.paths.<source>_dir`` holds now (their stores' keys differ); nothing when either is
+    unknown (generated MNIST data, or a run recorded before data keys were)."""
+    if recorded is None or key is None or recorded == key:
+        return
+    source = cfg.dataset.source
+    raise UserError(
+        f"{what} was made from other {source} files than {cfg.paths[f'{source}_dir']} holds "
+        f"now (data key {recorded} vs {key}): add overwrite=true to train it again on these, "
+        "or paths.output_dir=... to keep both results"
+    )
+
+
+def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str,
+                     data_key: str | None = None) -> dict | None:  # fmt: skip
     """The metrics of a finished run of this config, or None. A corrupt metrics.json counts as
-    unfinished (the run is redone from its checkpoint); another config's is an error."""
+    unfinished (the run is redone from its checkpoint); another config's, or one made from
+    other data than ``data_key`` names, is an error."""
     done = read_metrics(run_dir, "redoing the run from its last checkpoint")
     if done is None:
         return None
     if done.get("config_hash") != chash:
         refuse_other_config(Path(run_dir), cfg)
+    refuse_other_data(run_dir, cfg, done.get("data_key"), data_key, run_dir / "metrics.json")
     note_other_code(done.get("code"), Path(run_dir) / "metrics.json")
     return done
 
@@ -126,9 +144,11 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
     write_atomic(latest, blob)
 
 
-def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
+def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str,
+                    data_key: str | None = None) -> dict | None:  # fmt: skip
     """The newest intact checkpoint of this run (None if there is none yet); a corrupt latest
-    one is skipped, with a warning, for the one before it."""
+    one is skipped, with a warning, for the one before it. One of another config, or made from
+    other data than ``data_key`` names, is an error."""
     found = [Path(run_dir) / name for name in CHECKPOINTS if (Path(run_dir) / name).exists()]
     problems = []
     for path in found:
@@ -139,6 +159,7 @@ def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str) -> dict | None:
             continue
         if ckpt.get("config_hash") != chash:
             refuse_other_config(Path(run_dir), cfg)
+        refuse_other_data(run_dir, cfg, ckpt.get("data_key"), data_key, path)
         for problem in problems:
             warn(f"{problem}; resuming from {path.name} instead")
         note_other_code(ckpt.get("code"), path)

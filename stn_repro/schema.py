@@ -143,6 +143,7 @@ class Model:
     target_params: int | None = checked(at_least(10_000), None)  # MNIST models
     width: float | None = checked(above(0), None)  # SVHN models: multiplier of layer widths
     dropout: float | None = checked(fraction, None)  # SVHN models
+    layers: str | None = checked(one_of("a5", "eleven_hidden"), None)  # SVHN models
     num_transformers: int = checked(at_least(1), 1)
     pretrained: bool | None = None  # CUB models: ImageNet weights for every Inception
     part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
@@ -181,6 +182,7 @@ class Experiment:
     rows: list[Row] = checked(lambda v: None if v else "must list at least one row")
     runner: str = checked(one_of("classify", "coloc"), "classify")
     encoder: Encoder | None = None
+    schedules: dict[str, str] = field(default_factory=dict)  # name -> this table's option
     per_schedule: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -319,7 +321,10 @@ class CubImages:
     size: int = checked(at_least(8))  # side of the stored images (256; 512 for 448px rows)
     random_crop: int | None = checked(at_least(8), None)  # training: random crop (centre: eval)
     flip: bool = True  # training: random horizontal flips
-    classes: int = checked(between(1, 200), 200)  # the first K classes only (the sample: 5)
+    classes: int = checked(between(1, 200), 200)  # this many classes (the sample: 5) ...
+    first_class: int = checked(between(1, 200), 1)  # ... from this one (numbered 1-200)
+    keep_aspect: bool = False  # resize the shorter side to ``size`` (A.6), else stretch
+    exclude_test: str | None = None  # a file listing test images to leave out
 
 
 GENERATOR_PARAMS = {

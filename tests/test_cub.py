@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from stn_repro.config import PACKAGE_ROOT
+from stn_repro.config import PACKAGE_ROOT, config_hash
 from stn_repro.data import cub
+from stn_repro.data.cub import cub_inputs, read_metadata
 from stn_repro.errors import UserError
 from stn_repro.models import DataSpec, build_model
 
@@ -44,10 +45,19 @@ def test_metadata_counts_and_the_samples_subset():
 def test_greyscale_photographs_become_rgb(tmp_path):
     grey = np.tile(np.arange(40, dtype=np.uint8)[None, :] * 5, (30, 1))  # 40 x 30, a ramp
     Image.fromarray(grey, mode="L").save(tmp_path / "grey.jpg")
-    image = cub.bird_image(tmp_path / "grey.jpg", 16)
+    image = cub.bird_image(tmp_path / "grey.jpg", 16, keep_aspect=False)
     assert image.shape == (3, 16, 16) and image.dtype == np.uint8
     assert (image[0] == image[1]).all() and (image[1] == image[2]).all()
     assert image[0, :, -1].mean() > image[0, :, 0].mean()  # the ramp kept its direction
+
+
+def test_the_shorter_side_is_resized_and_the_aspect_ratio_kept(tmp_path):
+    """A.6: crops "from 256 x S": 40 x 30 at size 16 -> 16 high, 40 * 16 / 30 = 21.3 -> 21
+    wide; a portrait 30 x 40 -> 21 high, 16 wide."""
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "wide.jpg")
+    Image.new("RGB", (30, 40), (200, 10, 10)).save(tmp_path / "tall.jpg")
+    assert cub.bird_image(tmp_path / "wide.jpg", 16).shape == (3, 16, 21)
+    assert cub.bird_image(tmp_path / "tall.jpg", 16).shape == (3, 21, 16)
 
 
 def fake_archive(tmp_path: Path, monkeypatch) -> Path:
@@ -105,8 +115,45 @@ def test_missing_images_name_the_classes_way_out(compose_cfg, tmp_path):
 
     need_sample()
     cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0")
-    with pytest.raises(UserError, match="missing.*dataset.params.classes=K"):
+    way_out = r"dataset.params.first_class=1 dataset.params.classes=5\)$"
+    with pytest.raises(UserError, match="11506 CUB images .* missing.*" + way_out):
         FileFeed(cfg, torch.device("cpu"))
+
+
+def test_a_class_range_keeps_only_those_classes(compose_cfg):
+    """Classes 3-5 of the sample (first_class=3, classes=3): their images only, labels 2-4."""
+    from stn_repro.data.feeds import FileFeed
+
+    need_sample()
+    cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0",
+                      "dataset.params.first_class=3", "dataset.params.classes=3",
+                      "dataset.params.size=16", "dataset.params.random_crop=12")  # fmt: skip
+    feed = FileFeed(cfg, torch.device("cpu"))
+    meta = read_metadata(SAMPLE / "CUB_200_2011")
+    wanted = (meta.labels >= 2) & (meta.labels <= 4)
+    assert feed.info["counts"]["train"] == int((wanted & meta.train).sum())
+    assert feed.info["counts"]["test"] == int((wanted & ~meta.train).sum())
+    labels = h5py.File(feed.stores["train"].path)["labels"][...]
+    assert set(labels.tolist()) == {2, 3, 4}
+
+
+def test_a_class_range_past_200_is_refused(compose_cfg):
+    cfg = compose_cfg("dataset=cub", "dataset.params.first_class=190", "dataset.params.classes=20")
+    with pytest.raises(UserError, match="first_class=190 .* past class 200: take at most 11"):
+        cub_inputs(cfg.dataset, SAMPLE)
+
+
+def test_new_data_options_leave_earlier_runs_identities_alone(compose_cfg):
+    """first_class=1, keep_aspect=false and no exclusion list are "as before": a run made
+    before these options keeps its hash (dataset, model and schedule as then)."""
+    before = ["dataset=cub", "model=cub_cnn", "schedule=paper_cub", "model.dropout=0.5",
+              "schedule.iterations=35000", "schedule.lr_steps=[10000,20000,25000,30000]"]
+    cfg = compose_cfg(*before, "dataset.params.keep_aspect=false")
+    assert config_hash(cfg) == "ccbbd4ae794e7d6d"
+    for change in ("dataset.params.first_class=2", "dataset.params.keep_aspect=true",
+                   "dataset.params.exclude_test=list.txt"):  # fmt: skip
+        changed = compose_cfg(*before, "dataset.params.keep_aspect=false", change)
+        assert config_hash(changed) != "ccbbd4ae794e7d6d", change
 
 
 def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(compose_cfg):
@@ -115,7 +162,8 @@ def test_training_crops_and_flips_follow_the_draw_and_testing_takes_the_centre(c
     need_sample()
     cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0",
                       "dataset.params.classes=5", "dataset.params.size=64",
-                      "dataset.params.random_crop=56")  # fmt: skip
+                      "dataset.params.random_crop=56",
+                      "dataset.params.keep_aspect=false")  # fmt: skip
     feed = FileFeed(cfg, torch.device("cpu"))
     assert feed.info["counts"] == {"train": 150, "val": 0, "test": 132}
     assert "val" not in feed.splits
@@ -271,3 +319,91 @@ def test_window_boxes_are_drawn_for_grey_mnist_attention_models(compose_cfg, tmp
     writer = SummaryWriter(str(tmp_path / "tb"))
     log_images(writer, model, torch.rand(4, 1, 42, 42), 1)  # grey input: no crash
     writer.close()
+
+
+def test_the_data_key_follows_the_metadata_files(compose_cfg, tmp_path):
+    """A run records the key of the files it read (``source_key``); an edited split file (here
+    one image moved to the test split) is other data."""
+    import shutil
+
+    from stn_repro.data.feeds import source_key
+
+    need_sample()
+    folder = tmp_path / "CUB" / "CUB_200_2011"
+    folder.mkdir(parents=True)
+    for name in cub.METADATA:
+        shutil.copy(SAMPLE / "CUB_200_2011" / name, folder / name)
+    cfg = compose_cfg("dataset=cub", f"paths.cub_dir={tmp_path / 'CUB'}")
+    before = source_key(cfg)
+    assert before == source_key(cfg) and before is not None
+    split = folder / "train_test_split.txt"
+    lines = split.read_text().splitlines(keepends=True)
+    assert lines[1] == "2 1\n"
+    split.write_text("".join([lines[0], "2 0\n", *lines[2:]]))
+    assert source_key(cfg) != before
+    assert source_key(compose_cfg("dataset=mnist_rts")) is None
+
+
+def test_stores_keep_each_photographs_aspect_and_crops_come_from_all_of_it(compose_cfg):
+    """keep_aspect (the default, A.6's "224x224 from 256xS"): each stored image has its shorter
+    side at ``size`` and its own longer side, checked by the store's checksum on reopening;
+    training crops reach the far end of the longer side, tests take the centre crop."""
+    from stn_repro.data.feeds import FileFeed
+    from stn_repro.data.stored import check_store
+
+    need_sample()
+    cfg = compose_cfg("dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0",
+                      "dataset.params.classes=2", "dataset.params.size=32",
+                      "dataset.params.random_crop=28")  # fmt: skip
+    feed = FileFeed(cfg, torch.device("cpu"))
+    meta = read_metadata(SAMPLE / "CUB_200_2011")
+    first = SAMPLE / "CUB_200_2011" / "images" / meta.paths[int(np.flatnonzero(meta.train)[0])]
+    w, h = Image.open(first).size
+    with h5py.File(feed.stores["train"].path) as f:
+        shapes = f["shapes"][...]
+    assert (shapes[:, 0] == 3).all()
+    assert (shapes[:, 1:].min(axis=1) == 32).all() and shapes[:, 1:].max() > 32
+    long_side = round(max(w, h) * 32 / min(w, h))
+    assert sorted(shapes[0, 1:].tolist()) == [32, long_side]
+    train, test = feed.stores["train"], feed.stores["test"]
+    with h5py.File(train.path) as f:
+        whole = f["images"][0].reshape(shapes[0])
+    lefts = set()
+    for draw in range(60):
+        crop = train[(0, draw)][0].numpy()
+        assert crop.shape == (3, 28, 28)
+        hits = [(t, left) for t in range(shapes[0, 1] - 27) for left in range(shapes[0, 2] - 27)
+                if (whole[:, t : t + 28, left : left + 28] == crop).all()
+                or (whole[:, t : t + 28, left : left + 28][:, :, ::-1] == crop).all()]  # fmt: skip
+        assert hits
+        lefts.add(max(hits)[1] if shapes[0, 2] > shapes[0, 1] else max(hits)[0])
+    assert max(lefts) > 4  # crops move along the longer side, not only within a square
+    assert test[0][0].shape == (3, 28, 28)
+    assert check_store(Path(cfg.paths.cache_dir) / feed.info["stores"]["train"],
+                       feed.info["key"]) == len(train)  # fmt: skip
+
+
+def test_test_images_listed_for_exclusion_are_left_out(compose_cfg, tmp_path):
+    """Sect. 4.3's 84.0% protocol: a file names test images to leave out (the paper does not
+    list the 22); a training image or an unknown name in it is refused with its line."""
+    from stn_repro.data.feeds import FileFeed
+
+    need_sample()
+    meta = read_metadata(SAMPLE / "CUB_200_2011")
+    tests = [meta.paths[i] for i in np.flatnonzero(~meta.train & (meta.labels < 2))]
+    listing = tmp_path / "imagenet_overlap.txt"
+    listing.write_text(f"# overlap\n{tests[0]}\n\n{tests[3]}  # another\n")
+    base = ["dataset=cub", "model=cnn", f"paths.cub_dir={SAMPLE}", "workers=0",
+            "dataset.params.classes=2", "dataset.params.size=16",
+            "dataset.params.random_crop=12"]  # fmt: skip
+    feed = FileFeed(compose_cfg(*base, f"dataset.params.exclude_test={listing}"),
+                    torch.device("cpu"))  # fmt: skip
+    assert feed.info["counts"]["test"] == len(tests) - 2
+    assert "less the images listed in" in feed.description
+    train_image = meta.paths[int(np.flatnonzero(meta.train)[0])]
+    listing.write_text(f"{tests[0]}\n{train_image}\n")
+    with pytest.raises(UserError, match=r"imagenet_overlap.txt, line 2: .* is a training image"):
+        cub_inputs(compose_cfg(*base, f"dataset.params.exclude_test={listing}").dataset, SAMPLE)
+    with pytest.raises(UserError, match="exclude_test=.*nothing.txt: no such file"):
+        cub_inputs(compose_cfg(*base, f"dataset.params.exclude_test={tmp_path}/nothing.txt")
+                   .dataset, SAMPLE)  # fmt: skip

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +28,7 @@ from stn_repro.data.gtsrb import (
     training_signs,
 )
 from stn_repro.errors import UserError
+from stn_repro.files import read_json
 from stn_repro.models import DataSpec, build_model, count_params
 from stn_repro.models.contrast import LocalContrastNorm, box_kernel, gaussian_kernel
 
@@ -382,3 +388,73 @@ def test_smoke_experiment_writes_the_gtsrb_table(compose_cfg, smoke, tmp_path, e
         assert shown <= set(acc.Tags()["images"])
         figure = gtsrb_figure(two, tmp_path / "gtsrb.png", examples=3)
         assert Image.open(figure).size[0] > 3 * 48  # input, grid, output
+
+
+# ---- a run's data ------------------------------------------------------------------------------
+
+
+def test_new_data_never_meets_an_old_result(invoke, tmp_path, offline):
+    """The same command on changed files (a test CSV cut short) or a missing folder stops in one
+    line, before printing the old result; overwrite=true trains again on the new files."""
+    root = tiny_gtsrb(tmp_path / "GTSRB")
+    args = ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
+            "model.width=0.125", f"paths.output_dir={tmp_path / 'out'}",
+            f"paths.cache_dir={tmp_path / 'cache'}", "workers=0"]  # fmt: skip
+    code, out, err = invoke([*args, f"paths.gtsrb_dir={root}"])
+    assert code == 0, err
+    [metrics] = (tmp_path / "out").glob("runs/**/metrics.json")
+    assert read_json(metrics)["data_key"]
+    code, again, err = invoke([*args, f"paths.gtsrb_dir={root}"])
+    assert code == 0 and again.splitlines()[-1] == out.splitlines()[-1]  # reused: same data
+
+    csv = root / "GT-final_test.csv"
+    csv.write_text("".join(csv.read_text().splitlines(keepends=True)[:-3]))
+    code, _, err = invoke([*args, f"paths.gtsrb_dir={root}"])
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"{metrics} was made from other gtsrb files than {root} holds now" in err
+    assert "overwrite=true" in err
+    code, _, err = invoke([*args, f"paths.gtsrb_dir={tmp_path / 'gone'}"])
+    assert code == 2 and "test error" not in err and str(tmp_path / "gone") in err
+
+    code, out, err = invoke([*args, f"paths.gtsrb_dir={root}", "overwrite=true"])
+    assert code == 0, err
+    code, _, err = invoke([*args, f"paths.gtsrb_dir={root}"])
+    assert code == 0, err
+
+
+def test_a_checkpoint_of_other_data_is_not_resumed(compose_cfg, tmp_path):
+    from stn_repro.engine import train_run
+
+    root = tiny_gtsrb(tmp_path / "GTSRB")
+    overrides = ["dataset=gtsrb", "model=gtsrb_cnn", "model.width=0.125", "workers=0",
+                 f"paths.gtsrb_dir={root}"]  # fmt: skip
+    where = tmp_path / "run"
+    train_run(compose_cfg(*overrides), where)
+    (where / "metrics.json").unlink()  # as if stopped after its last checkpoint
+    csv = root / "Final_Training/Images/00000/GT-00000.csv"
+    csv.write_text("".join(csv.read_text().splitlines(keepends=True)[:-1]))
+    with pytest.raises(UserError, match="checkpoint.pt was made from other gtsrb files"):
+        train_run(compose_cfg(*overrides), where)
+
+
+def test_sigterm_to_the_process_group_stops_with_workers_in_one_line(tmp_path):
+    """`timeout` and SLURM signal the whole group: DataLoader workers included. The workers
+    leave it to the main process, which saves a checkpoint and stops in one line."""
+    root = tiny_gtsrb(tmp_path / "GTSRB")
+    args = ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
+            "model.width=0.125", "schedule.iterations=100000", f"paths.gtsrb_dir={root}",
+            f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "workers=2"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "stn_repro.cli", *args], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while not list((tmp_path / "out").rglob("tb/events*")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(2)  # into the training loop, its workers started
+    assert proc.poll() is None
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert len(err.strip().splitlines()) == 1 and "stopped by SIGTERM at iteration" in err
+    assert list((tmp_path / "out").rglob("checkpoint.pt"))

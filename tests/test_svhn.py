@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from svhn_files import need_sample, tiny_svhn, write_digit_struct
+from torch import nn
 
 from stn_repro.data import svhn
 from stn_repro.data.svhn import crop_box, crop_image, entries, read_digit_struct, sequence_labels
@@ -115,11 +116,11 @@ def test_sequence_error_counts_a_sample_right_only_if_every_position_is():
 # ---- models -------------------------------------------------------------------------------------
 
 
-def model_cfg(name: str, width: float = 1.0):
+def model_cfg(name: str, width: float = 1.0, layers: str = "a5"):
     from omegaconf import OmegaConf
 
     transform = None if name == "svhn_cnn" else {"name": "affine"}
-    return OmegaConf.create({"name": name, "width": width, "dropout": 0.5,
+    return OmegaConf.create({"name": name, "width": width, "dropout": 0.5, "layers": layers,
                              "transform": transform})  # fmt: skip
 
 
@@ -131,33 +132,83 @@ def fc(n_in: int, n_out: int) -> int:
     return n_in * n_out + n_out
 
 
-def cnn_params(size: int) -> int:
-    """By hand from A.5: eight convs, 4 poolings, three FC 3072, five 11-way heads."""
-    widths = [3, 48, 64, 128, 160, 192, 192, 192, 192]
-    convs = sum(conv(a, b) for a, b in zip(widths, widths[1:], strict=False))
+A5_CONVS = [48, 64, 128, 160, 192, 192, 192]  # A.5's list, as printed
+ELEVEN_CONVS = [48, 64, 128, 160, 192, 192, 192, 192]  # Sect. 4.2's "11 hidden layers"
+
+
+def cnn_params(size: int, convs: list[int] = A5_CONVS) -> int:
+    """By hand: the convolutions, 4 poolings, three FC 3072, five 11-way heads."""
+    widths = [3, *convs]
+    total = sum(conv(a, b) for a, b in zip(widths, widths[1:], strict=False))
     flat = 192 * (size // 16) ** 2
-    return convs + fc(flat, 3072) + 2 * fc(3072, 3072) + fc(3072, 55)
+    return total + fc(flat, 3072) + 2 * fc(3072, 3072) + fc(3072, 55)
 
 
 @pytest.mark.parametrize("size", [64, 128])
-def test_parameter_counts_and_head_shapes(size):
+@pytest.mark.parametrize("layers", ["a5", "eleven_hidden"])
+def test_parameter_counts_and_head_shapes(size, layers):
     spec = DataSpec((3, size, size), 11, positions=5)
-    single_loc = conv(3, 32) + conv(32, 32) + fc(32 * (size // 4) ** 2, 32) + fc(32, 32)
+    cnn = cnn_params(size, A5_CONVS if layers == "a5" else ELEVEN_CONVS)
+    # A.5: conv[32,5,1,2]-max[2]-conv[32,5,1,2]-fc[32]-fc[32]: one pooling
+    single_loc = conv(3, 32) + conv(32, 32) + fc(32 * (size // 2) ** 2, 32) + fc(32, 32)
     multi_inputs = [3 * size**2, 48 * (size // 2) ** 2, 64 * (size // 2) ** 2,
                     128 * (size // 4) ** 2]  # fmt: skip
     multi_loc = sum(fc(n, 32) + fc(32, 32) + fc(32, 6) for n in multi_inputs)
     expected = {
-        "svhn_cnn": cnn_params(size),
-        "svhn_st_single": cnn_params(size) + single_loc + fc(32, 6),
-        "svhn_st_multi": cnn_params(size) + multi_loc,
+        "svhn_cnn": cnn,
+        "svhn_st_single": cnn + single_loc + fc(32, 6),
+        "svhn_st_multi": cnn + multi_loc,
     }
     x = torch.rand(2, 3, size, size)
     for name, count in expected.items():
-        model = build_model(model_cfg(name), spec)
+        model = build_model(model_cfg(name, layers=layers), spec)
         assert count_params(model) == count, name
         assert model(x).shape == (2, 5, 11)
     if size == 64:  # printed for the record (pytest -s)
         print({name: f"{count:,}" for name, count in expected.items()})
+
+
+def layer_sequence(module: nn.Module) -> list[str]:
+    """The CNN's layers in order, as A.5 writes them: conv[N], max[2], fc[N], drop."""
+    names = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            names.append(f"conv[{m.out_channels},{m.kernel_size[0]},{m.stride[0]},{m.padding[0]}]")
+        elif isinstance(m, nn.MaxPool2d):
+            names.append(f"max[{m.kernel_size}]")
+        elif isinstance(m, nn.Linear):
+            names.append(f"fc[{m.out_features}]")
+        elif isinstance(m, nn.Dropout):
+            names.append(f"drop[{m.p}]")
+    return names
+
+
+def test_the_cnn_is_a5s_layer_list_with_dropout_on_every_layer_but_the_first_conv():
+    """A.5: "conv[48,5,1,2]-max[2]-conv[64,5,1,2]-conv[128,5,1,2]-max[2]-conv[160,5,1,2]-
+    conv[192,5,1,2]-max[2]-conv[192,5,1,2]-max[2]-conv[192,5,1,2]-fc[3072]-fc[3072]-fc[3072]",
+    then five fc[11]; "dropout at 0.5 for all layers except the first convolutional layer"."""
+    model = build_model(model_cfg("svhn_cnn"), DataSpec((3, 64, 64), 11, positions=5))
+    a5 = ("conv[48,5,1,2]-max[2]-conv[64,5,1,2]-conv[128,5,1,2]-max[2]-conv[160,5,1,2]-"
+          "conv[192,5,1,2]-max[2]-conv[192,5,1,2]-max[2]-conv[192,5,1,2]-fc[3072]-fc[3072]-"
+          "fc[3072]-fc[55]").split("-")  # fmt: skip
+    found = layer_sequence(model)
+    assert [n for n in found if not n.startswith("drop")] == a5
+    weight_layers = [i for i, n in enumerate(found) if n.startswith(("conv", "fc"))]
+    for k, i in enumerate(weight_layers):  # dropout right before every weight layer but the 1st
+        assert (found[i - 1] == "drop[0.5]") == (k > 0), (k, found[i - 1 : i + 1])
+    assert found.count("drop[0.5]") == len(weight_layers) - 1
+
+
+def test_localisation_networks_have_a5s_layers_and_no_dropout():
+    spec = DataSpec((3, 64, 64), 11, positions=5)
+    single = build_model(model_cfg("svhn_st_single"), spec)
+    [st] = single.transformers.values()
+    assert layer_sequence(st) == ["conv[32,5,1,2]", "max[2]", "conv[32,5,1,2]", "fc[32]",
+                                  "fc[32]", "fc[6]"]  # fmt: skip
+    multi = build_model(model_cfg("svhn_st_multi"), spec)
+    assert sorted(multi.transformers) == ["0", "1", "2", "3"]  # before the first four convs
+    for st in multi.transformers.values():
+        assert layer_sequence(st) == ["fc[32]", "fc[32]", "fc[6]"]
 
 
 def test_st_multi_at_its_identity_start_computes_exactly_the_cnn():

@@ -109,60 +109,142 @@ def dataset_dir(root: str | Path) -> Path:
 # ---- preprocessing into stores -----------------------------------------------------------------
 
 
-def bird_image(path: Path, size: int) -> np.ndarray:
-    """The photograph (greyscale ones converted to RGB) resized to ``size x size`` (bilinear,
-    antialiased; the aspect ratio is not kept): ``(3, size, size)`` uint8."""
+def bird_image(path: Path, size: int, keep_aspect: bool = True) -> np.ndarray:
+    """The photograph (greyscale ones converted to RGB) resized (bilinear, antialiased) so that
+    its shorter side is ``size``, the aspect ratio kept: ``(3, size, S)`` or ``(3, S, size)``
+    uint8 with ``S >= size`` (A.6's "256 x S"); with ``keep_aspect=False``, stretched to
+    ``(3, size, size)``."""
     with Image.open(path) as image:
-        image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+        w, h = image.size
+        if keep_aspect:
+            scale = size / min(w, h)
+            w, h = max(size, round(w * scale)), max(size, round(h * scale))
+        else:
+            w, h = size, size
+        image = image.convert("RGB").resize((w, h), Image.BILINEAR)
     return np.asarray(image).transpose(2, 0, 1).copy()
 
 
 class Birds(Dataset):
-    """Preprocessed samples ``(image (3, size, size) uint8, class () int64)``."""
+    """Preprocessed samples ``(image (3, H, W) uint8, class () int64)`` (``bird_image``)."""
 
-    def __init__(self, paths: list[Path], labels: np.ndarray, size: int):
-        self.paths, self.labels, self.size = paths, labels, size
+    def __init__(self, paths: list[Path], labels: np.ndarray, size: int, keep_aspect: bool):
+        self.paths, self.labels, self.size, self.keep_aspect = paths, labels, size, keep_aspect
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        return bird_image(self.paths[i], self.size), self.labels[i]
+        return bird_image(self.paths[i], self.size, self.keep_aspect), self.labels[i]
+
+
+def cub_inputs(cfg, root: str | Path) -> tuple[str, Path, Metadata, dict[str, np.ndarray]]:
+    """``(key, folder, meta, splits)``: the key of the stores made from ``root`` with ``cfg``
+    (it changes with the config, the metadata files and the exclusion list; image contents are
+    not hashed), the extracted folder, its metadata and each split's images (``train``,
+    ``val`` (none: the paper holds none out), ``test``: boolean masks over ``meta``) among the
+    chosen classes, less the test images ``params.exclude_test`` lists."""
+    from .cache import config_key
+    from .sources import md5sum
+
+    p = cfg.params
+    first, last = p.first_class, p.first_class + p.classes - 1
+    if last > NUM_CLASSES:
+        raise UserError(f"dataset.params.first_class={first} with dataset.params.classes="
+                        f"{p.classes} runs past class {NUM_CLASSES}: take at most "
+                        f"{NUM_CLASSES - first + 1} classes from there")  # fmt: skip
+    if p.keep_aspect and p.random_crop is None:
+        raise UserError("dataset.params.keep_aspect=true stores images of different sizes: set "
+                        "dataset.params.random_crop=N (training crops, centre crops for "
+                        "testing) or dataset.params.keep_aspect=false")  # fmt: skip
+    folder = dataset_dir(root)
+    meta = read_metadata(folder)
+    keep = (meta.labels >= first - 1) & (meta.labels <= last - 1)
+    excluded = excluded_tests(p.exclude_test, meta)
+    key = config_key({
+        "source": "cub", "size": p.size, "classes": p.classes,
+        **({"first_class": first} if first != 1 else {}),
+        **({"keep_aspect": True} if p.keep_aspect else {}),
+        **({"exclude_test": md5sum(Path(p.exclude_test))} if p.exclude_test else {}),
+        "metadata": [md5sum(folder / name) for name in METADATA],
+    })  # fmt: skip
+    splits = {"train": keep & meta.train, "val": np.zeros_like(keep),
+              "test": keep & ~meta.train & ~excluded}  # fmt: skip
+    return key, folder, meta, splits
+
+
+def excluded_tests(listing: str | None, meta: Metadata) -> np.ndarray:
+    """Which images the file ``listing`` names (one path per line as in ``images.txt``; blank
+    lines and ``#`` comments skipped), e.g. the 22 test images that are also in ImageNet's
+    training set (Sect. 4.3's 84.0% protocol). Every name must be a test image."""
+    excluded = np.zeros(len(meta), bool)
+    if not listing:
+        return excluded
+    path = Path(listing)
+    if not path.is_file():
+        raise UserError(f"dataset.params.exclude_test={listing}: no such file (one test image "
+                        "path per line, as in images.txt)")  # fmt: skip
+    where = {name: i for i, name in enumerate(meta.paths)}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.split("#")[0].strip()
+        if not name:
+            continue
+        i = where.get(name)
+        if i is None or meta.train[i]:
+            what = "not in images.txt" if i is None else "a training image"
+            raise UserError(f"{path}, line {number}: {name!r} is {what}; list test images "
+                            "only, as images.txt names them")  # fmt: skip
+        excluded[i] = True
+    return excluded
+
+
+def present_classes(meta: Metadata, present: np.ndarray) -> str:
+    """The runs of classes (1-based) whose every image is present, as the options that keep
+    each: ``first_class=1 classes=5``, ..."""
+    whole = [c for c in range(NUM_CLASSES) if present[meta.labels == c].all()]
+    runs: list[list[int]] = []
+    for c in whole:
+        if runs and runs[-1][-1] == c - 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ", ".join(f"dataset.params.first_class={r[0] + 1} dataset.params.classes={len(r)}"
+                     for r in runs[:3])  # fmt: skip
 
 
 def prepare_cub(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
-    """Preprocess CUB once into stores (``train``, ``val`` (empty: the paper holds none out),
-    ``test``) and return their info (``stored.prepared_stores``).
+    """Preprocess CUB once into stores (``train``, ``val`` (empty), ``test``) and return their
+    info (``stored.prepared_stores``).
 
-    ``cfg`` is the dataset config: ``params.size`` (the stored side, e.g. 256; random crops of
-    ``params.random_crop`` are cut from it while training) and ``params.classes`` (the first
-    K classes only, e.g. 5 for the sample that holds the images of classes 1-5).
+    ``cfg`` is the dataset config: ``params.size`` (the stored shorter side, e.g. 256; random
+    crops of ``params.random_crop`` are cut from it while training), ``params.keep_aspect``,
+    ``params.first_class`` and ``params.classes`` (classes first_class .. first_class +
+    classes - 1, numbered 1-200 as the folders are; e.g. 1 and 5 for the sample, which holds
+    the images of classes 1-5) and ``params.exclude_test`` (``excluded_tests``).
     """
-    from .cache import config_key
-    from .sources import md5sum
     from .stored import prepared_stores
 
     p = cfg.params
-    folder = dataset_dir(root)
-    meta = read_metadata(folder)
-    keep = meta.labels < p.classes
-    key = config_key({
-        "source": "cub", "size": p.size, "classes": p.classes,
-        "metadata": [md5sum(folder / name) for name in METADATA],
-    })  # fmt: skip
+    key, folder, meta, splits = cub_inputs(cfg, root)
 
     def build() -> tuple[dict, dict]:
-        splits = {"train": keep & meta.train, "val": np.zeros_like(keep),
-                  "test": keep & ~meta.train}  # fmt: skip
         paths = [folder / "images" / p for p in meta.paths]
-        missing = [paths[i] for i in np.flatnonzero(keep) if not paths[i].exists()]
+        present = np.array([path.exists() for path in paths])
+        wanted = splits["train"] | splits["test"]
+        missing = [paths[i] for i in np.flatnonzero(wanted & ~present)]
         if missing:
+            whole = present_classes(meta, present) or "none"
             raise UserError(
                 f"{len(missing)} CUB images listed in images.txt are missing, e.g. {missing[0]}: "
-                f"extract {ARCHIVE} again, or keep the classes present with "
-                "dataset.params.classes=K (the first K classes)"
+                f"extract {ARCHIVE} again, or keep classes whose images are all there ({whole})"
             )
-        return ({split: Birds([paths[i] for i in np.flatnonzero(mask)], meta.labels[mask], p.size)
-                 for split, mask in splits.items()}, {})  # fmt: skip
+        stores = {split: Birds([paths[i] for i in np.flatnonzero(mask)], meta.labels[mask],
+                               p.size, p.keep_aspect)
+                  for split, mask in splits.items()}  # fmt: skip
+        extra = {}
+        if p.exclude_test:
+            extra["test_from"] = f"test split less the images listed in {p.exclude_test}"
+        return stores, extra
 
-    return prepared_stores(cache_dir, cfg.name, key, build, workers, (3, p.size, p.size))
+    shape = None if p.keep_aspect else (3, p.size, p.size)
+    return prepared_stores(cache_dir, cfg.name, key, build, workers, shape)

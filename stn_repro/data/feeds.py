@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ..distributed import ALONE, shard
+from ..signals import STOP_SIGNALS
 from . import Split, load_split, make_inputs
 from .stored import StoredImages
 
@@ -127,9 +128,11 @@ class MemoryFeed:
 
 
 def quiet_worker(_: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops them,
+    """DataLoader workers leave the stop signals (Ctrl-C, and SIGTERM sent to the whole process
+    group, as ``timeout`` and SLURM do) to the main process, which checkpoints and stops them,
     and open their own file handles (an HDF5 handle inherited through fork is not safe)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     dataset = torch.utils.data.get_worker_info().dataset
     getattr(dataset, "dataset", dataset).file = None  # a Subset's (evaluation shards) too
 
@@ -262,6 +265,21 @@ class FileFeed:
         picked = torch.linspace(0, len(test) - 1, min(n, len(test))).round().long().tolist()
         images, labels = zip(*(test[i] for i in picked), strict=True)
         return self.to_device(torch.stack(images), torch.stack(labels))
+
+
+def source_key(cfg: DictConfig) -> str | None:
+    """The key of the stores a run on original files reads (``<source>_inputs``: it changes
+    with the config and with the files in ``cfg.paths.<source>_dir``), computed without
+    preprocessing; None for generated MNIST sets (the checked MNIST files and the config)."""
+    from .cub import cub_inputs
+    from .gtsrb import gtsrb_inputs
+    from .svhn import svhn_inputs
+
+    source = cfg.dataset.source
+    if source == "mnist":
+        return None
+    inputs = {"svhn": svhn_inputs, "gtsrb": gtsrb_inputs, "cub": cub_inputs}[source]
+    return inputs(cfg.dataset, cfg.paths[f"{source}_dir"])[0]
 
 
 def make_feed(cfg: DictConfig, device: torch.device):

@@ -238,29 +238,24 @@ class Signs(Dataset):
         return image, np.int64(sign.class_id)
 
 
-def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
-    """Preprocess GTSRB once into stores (``train``, ``val``, ``test``) and return their info
-    (``stored.prepared_stores``). The stores are remade when the config, the list of training
-    images or an annotation CSV changes (image contents are not hashed).
-
-    ``cfg`` is the dataset config: ``params`` (size, roi_crop, val_fraction, test_fraction)
-    and ``seed`` (which tracks are held out). The test split is the official test set, or with
-    ``test_fraction > 0`` held-out training tracks.
-    """
+def gtsrb_inputs(cfg, root: str | Path) -> tuple[str, list, list | None]:
+    """``(key, signs, tests)``: the key of the stores made from ``root`` with ``cfg`` (it
+    changes with the config, the list of training images and each annotation CSV; image
+    contents are not hashed), the training signs, and the official test signs (None when the
+    test split is held-out training tracks)."""
     from .cache import config_key
     from .sources import md5sum
-    from .stored import prepared_stores
 
     p = cfg.params
     train_dir, test = located(root, need_test=p.test_fraction == 0)
     signs = training_signs(train_dir)
     if not signs:
         raise UserError(f"{train_dir} holds no GTSRB class folders (000NN) with .ppm images")
-    tests = [] if test is None else read_annotations(test[1], test[0], tracks=False)
+    tests = None if test is None else read_annotations(test[1], test[0], tracks=False)
     if p.roi_crop and any(s.roi is None for s in signs):
         raise UserError(f"dataset.params.roi_crop=true needs the GT-000NN.csv files in "
                         f"{train_dir}'s class folders")  # fmt: skip
-    classes = {s.class_id for s in signs + tests}
+    classes = {s.class_id for s in signs + (tests or [])}
     if not classes <= set(range(NUM_CLASSES)):
         raise UserError(f"GTSRB has classes 0-{NUM_CLASSES - 1}; {root} has {max(classes)}")
     key = config_key({
@@ -270,16 +265,31 @@ def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) ->
         "annotations": sorted(md5sum(csv) for csv in train_dir.glob("*/GT-*.csv")),
         "test_labels": None if test is None else md5sum(test[1]),
     })  # fmt: skip
+    return key, signs, tests
+
+
+def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
+    """Preprocess GTSRB once into stores (``train``, ``val``, ``test``) and return their info
+    (``stored.prepared_stores``). The stores are remade when ``gtsrb_inputs``'s key changes.
+
+    ``cfg`` is the dataset config: ``params`` (size, roi_crop, val_fraction, test_fraction)
+    and ``seed`` (which tracks are held out). The test split is the official test set, or with
+    ``test_fraction > 0`` held-out training tracks.
+    """
+    from .stored import prepared_stores
+
+    p = cfg.params
+    key, signs, tests = gtsrb_inputs(cfg, root)
 
     def build() -> tuple[dict, dict]:
         splits = split_by_track(signs, p.val_fraction, p.test_fraction, cfg.seed)
-        if test is not None:
+        if tests is not None:
             splits["test"] = tests
         missing = [s.path for found in splits.values() for s in found if not s.path.exists()]
         if missing:
             raise UserError(f"{len(missing)} GTSRB images listed in the CSV files are missing, "
                             f"e.g. {missing[0]}: extract the archives again")  # fmt: skip
-        where = "official test set" if test is not None else "held-out training tracks"
+        where = "official test set" if tests is not None else "held-out training tracks"
         return ({split: Signs(found, p.size, p.roi_crop) for split, found in splits.items()},
                 {"test_from": where})  # fmt: skip
 

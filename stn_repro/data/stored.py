@@ -2,7 +2,9 @@
 
 A store holds ``images`` ``(N, C, H, W)`` uint8 (uncompressed, one chunk per image, so a
 DataLoader worker reads an image with one seek) and ``labels`` ``(N, ...)`` int64, with attributes
-``key`` (what made it) and ``sha256`` (of both arrays), checked once when a run opens it.
+``key`` (what made it) and ``sha256`` (of both arrays), checked once when a run opens it. Images
+of different sizes (CUB with its aspect ratios kept) are stored flattened, one variable-length
+row each, with their ``(C, H, W)`` in ``shapes`` ``(N, 3)``.
 """
 
 from __future__ import annotations
@@ -30,19 +32,28 @@ def write_store(
     key: str,
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     count: int,
-    image_shape: tuple[int, ...],
+    image_shape: tuple[int, ...] | None,
     label_shape: tuple[int, ...],
 ) -> None:
     """Write ``count`` samples, arriving as ``(images, labels)`` batches, to ``path`` atomically
-    (a crash or a full disk leaves no partial store behind)."""  # fmt: skip
+    (a crash or a full disk leaves no partial store behind). ``image_shape`` None: images of
+    different sizes (batches are lists of ``(C, H, W)`` arrays)."""  # fmt: skip
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        images = f.create_dataset("images", (count, *image_shape), np.uint8,
-                                  chunks=(1, *image_shape) if count else None)  # fmt: skip
+        if image_shape is None:
+            images = f.create_dataset("images", (count,), h5py.vlen_dtype(np.uint8))
+            shapes = f.create_dataset("shapes", (count, 3), np.int32)
+        else:
+            images = f.create_dataset("images", (count, *image_shape), np.uint8,
+                                      chunks=(1, *image_shape) if count else None)  # fmt: skip
         labels = f.create_dataset("labels", (count, *label_shape), np.int64)
         at = 0
         for image_batch, label_batch in batches:
             n = len(image_batch)
-            images[at : at + n] = image_batch
+            if image_shape is None:
+                for k, image in enumerate(image_batch):
+                    images[at + k], shapes[at + k] = image.ravel(), image.shape
+            else:
+                images[at : at + n] = image_batch
             labels[at : at + n] = label_batch
             at += n
         if at != count:
@@ -55,7 +66,11 @@ def store_hash(f: h5py.File) -> str:
     digest = hashlib.sha256()
     images = f["images"]
     for start in range(0, len(images), CHECK_BLOCK):
-        digest.update(memoryview(np.ascontiguousarray(images[start : start + CHECK_BLOCK])))
+        block = images[start : start + CHECK_BLOCK]
+        for rows in block if "shapes" in f else [block]:  # images of different sizes: one by one
+            digest.update(memoryview(np.ascontiguousarray(rows)))
+    if "shapes" in f:
+        digest.update(memoryview(np.ascontiguousarray(f["shapes"][...])))
     digest.update(memoryview(np.ascontiguousarray(f["labels"][...])))
     return digest.hexdigest()
 
@@ -84,10 +99,11 @@ class PixelStats:
 
     def counted(self, batches: Iterable[tuple[np.ndarray, np.ndarray]]):
         for images, labels in batches:
-            values = images.astype(np.float64) / 255
-            self.total += float(values.sum())
-            self.total_sq += float((values**2).sum())
-            self.count += values.size
+            for image in images if isinstance(images, list) else [images]:
+                values = image.astype(np.float64) / 255
+                self.total += float(values.sum())
+                self.total_sq += float((values**2).sum())
+                self.count += values.size
             yield images, labels
 
     @property
@@ -107,7 +123,7 @@ def prepared_stores(
     key: str,
     build: Callable[[], tuple[dict[str, Dataset], dict]],
     workers: int,
-    image_shape: tuple[int, ...],
+    image_shape: tuple[int, ...] | None,
     label_shape: tuple[int, ...] = (),
 ) -> dict:
     """The stores ``train``, ``val``, ``test`` of dataset ``name`` made from ``key``'s inputs:
@@ -146,10 +162,12 @@ def prepared_stores(
         return write_json(info_path, info)
 
 
-def stack(samples: list) -> tuple[np.ndarray, np.ndarray]:
-    """Collate ``(image, label)`` numpy pairs into two arrays."""
+def stack(samples: list) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+    """Collate ``(image, label)`` numpy pairs into two arrays (the images into a list when
+    their sizes differ)."""
     images, labels = zip(*samples, strict=True)
-    return np.stack(images), np.stack(labels)
+    same = len({image.shape for image in images}) == 1
+    return np.stack(images) if same else list(images), np.stack(labels)
 
 
 class StoredImages(Dataset):
@@ -178,7 +196,10 @@ class StoredImages(Dataset):
         index, draw = item if isinstance(item, tuple) else (item, None)
         if self.file is None:
             self.file = h5py.File(self.path, "r")
-        image = torch.from_numpy(self.file["images"][index])  # (C, H, W) uint8
+        image = self.file["images"][index]
+        if "shapes" in self.file:  # stored flattened: images of different sizes
+            image = image.reshape(self.file["shapes"][index])
+        image = torch.from_numpy(image)  # (C, H, W) uint8
         label = torch.from_numpy(np.asarray(self.file["labels"][index]))
         g = None if draw is None else torch.Generator().manual_seed(draw)
         if self.crop is not None:

@@ -252,16 +252,11 @@ def entries(folder: Path, struct: DigitStruct, positions: int) -> tuple[list, in
     return keep, len(struct) - len(keep)
 
 
-def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
-    """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return their info
-    (``stored.prepared_stores``) with ``dropped`` (per part) and ``dropped_what``.
-
-    ``cfg`` is the dataset config: ``params`` (size, expand, loose, train_parts, validation),
-    ``positions`` (the longest number kept) and ``seed`` (which training images are held out
-    for validation). Finished stores are reused; a corrupt one is rebuilt.
-    """
+def svhn_inputs(cfg, root: str | Path) -> tuple[str, dict[str, Path], dict[str, str]]:
+    """``(key, folders, md5s)``: the key of the stores made from ``root`` with ``cfg`` (it
+    changes with the config and with each part's ``digitStruct.mat``), each part's folder, and
+    the MD5 of each part's ``digitStruct.mat``."""
     from .cache import config_key
-    from .stored import prepared_stores
 
     p = cfg.params
     parts = list(dict.fromkeys([*p.train_parts, "test"]))
@@ -273,11 +268,26 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
         "positions": cfg.positions, "seed": cfg.seed,
         "digitstruct": md5s,
     })  # fmt: skip
+    return key, folders, md5s
+
+
+def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
+    """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return their info
+    (``stored.prepared_stores``) with ``dropped`` (per part) and ``dropped_what``.
+
+    ``cfg`` is the dataset config: ``params`` (size, expand, loose, train_parts, validation),
+    ``positions`` (the longest number kept) and ``seed`` (which training images are held out
+    for validation). Finished stores are reused; a corrupt one is rebuilt.
+    """
+    from .stored import prepared_stores
+
+    p = cfg.params
+    key, folders, md5s = svhn_inputs(cfg, root)
 
     def build() -> tuple[dict, dict]:
         split_entries, dropped = {}, {}
         train = []
-        for part in parts:
+        for part in folders:
             struct = parsed_digit_struct(folders[part], cache_dir, md5s[part])
             found, dropped[part] = entries(folders[part], struct, cfg.positions)
             if part == "test":

@@ -1,16 +1,24 @@
 """The SVHN multi-digit models (Appendix A.5): CNN, ST-CNN Single and ST-CNN Multi.
 
-- CNN (after Goodfellow et al. 2013, 11 hidden layers): eight 5x5 convolutions ("same" padding,
-  ReLU) of 48, 64, 128, 160, 192, 192, 192, 192 filters with 2x2 max pooling after the 1st,
-  3rd, 5th and 7th; three fully connected layers of 3072 units (ReLU, dropout); then five
-  independent 11-way softmax classifiers, one per digit position (one linear layer to 5 x 11
-  outputs, split per position: the same as five separate layers). Logits ``(B, 5, 11)``.
+- CNN, ``layers: a5`` (the default), A.5's list: "conv[48,5,1,2]-max[2]-conv[64,5,1,2]-
+  conv[128,5,1,2]-max[2]-conv[160,5,1,2]-conv[192,5,1,2]-max[2]-conv[192,5,1,2]-max[2]-
+  conv[192,5,1,2]-fc[3072]-fc[3072]-fc[3072]": seven 5x5 convolutions ("same" padding, ReLU),
+  2x2 max pooling after the 1st, 3rd, 5th and 6th, three fully connected layers of 3072 units;
+  then five independent 11-way softmax classifiers, one per digit position (one linear layer to
+  5 x 11 outputs, split per position: the same as five separate layers). Logits ``(B, 5, 11)``.
+  ``layers: eleven_hidden`` is the other reading, Sect. 4.2's "11 hidden layers" (Goodfellow et
+  al. 2013's eight convolutions, 48-64-128-160-192-192-192-192, pooling after the 1st, 3rd, 5th
+  and 7th, plus the three FC layers).
+- Dropout (A.5: "dropout at 0.5 for all layers except the first convolutional layer and
+  localisation networks"): on the input of every layer but the first convolution, i.e. after
+  every convolution block and every FC layer (the per-layer input dropout of pylearn2, in which
+  Goodfellow et al. wrote the baseline); never inside a localisation network.
 - ST-CNN Single: an affine spatial transformer on the input (output the input's size) whose
-  localisation network is a four-layer CNN: conv 5x5 (32), max-pool 2, conv 5x5 (32),
-  max-pool 2, FC 32, FC 32.
+  localisation network is A.5's "conv[32,5,1,2]-max[2]-conv[32,5,1,2]-fc[32]-fc[32]" (one
+  pooling).
 - ST-CNN Multi: an affine spatial transformer before each of the first four convolutions,
-  warping the maps that layer takes (the image, then feature maps), each localisation network
-  two fully connected layers of 32 units.
+  warping the maps that layer takes (the image, then feature maps, before their dropout), each
+  localisation network two fully connected layers of 32 units.
 
 Every regression layer starts at the identity, so at initialisation ST-CNN Multi computes
 exactly the CNN's function. ``cfg.width`` scales every layer's width, localisation networks
@@ -28,8 +36,10 @@ from torch import Tensor, nn
 from ..st import SpatialTransformer, build_transform
 from . import DataSpec, register
 
-CONV = (48, 64, 128, 160, 192, 192, 192, 192)
-POOL_AFTER = (0, 2, 4, 6)  # convolutions followed by 2x2 max pooling
+LAYERS = {  # name -> (filters of each convolution, convolutions followed by 2x2 max pooling)
+    "a5": ((48, 64, 128, 160, 192, 192, 192), (0, 2, 4, 5)),
+    "eleven_hidden": ((48, 64, 128, 160, 192, 192, 192, 192), (0, 2, 4, 6)),
+}
 FC = (3072, 3072, 3072)
 LOC = 32  # units of each localisation layer
 
@@ -44,35 +54,38 @@ class SequenceCNN(nn.Module):
     Args:
         spec: input shape ``(C, H, W)``, classes per position, positions.
         width: multiplier of every convolution and FC width.
-        dropout: dropout probability after each FC layer.
+        dropout: dropout probability on the input of every layer but the first convolution.
+        layers: ``a5`` (A.5's seven convolutions) or ``eleven_hidden`` (eight).
         make_st: ``make_st(shape)`` -> the transformer to put before a convolution whose input
             has ``shape`` ``(C, H, W)``, for the convolutions listed in ``st_before``.
-        st_before: indices (0-7) of the convolutions preceded by a transformer.
+        st_before: indices of the convolutions preceded by a transformer.
     """
 
     def __init__(self, spec: DataSpec, width: float = 1.0, dropout: float = 0.5,
                  make_st: Callable[[tuple[int, int, int]], SpatialTransformer] | None = None,
-                 st_before: tuple[int, ...] = ()):  # fmt: skip
+                 st_before: tuple[int, ...] = (), layers: str = "a5"):  # fmt: skip
         super().__init__()
         c, h, w = spec.shape
         self.positions, self.classes = spec.positions, spec.num_classes
         self.convs = nn.ModuleList()
         self.transformers = nn.ModuleDict()
-        for i, filters in enumerate(CONV):
+        conv, pool_after = LAYERS[layers]
+        for i, filters in enumerate(conv):
             if i in st_before:
                 self.transformers[str(i)] = make_st((c, h, w))
             out = scaled(filters, width)
-            block = [nn.Conv2d(c, out, 5, padding=2), nn.ReLU()]
-            if i in POOL_AFTER:
+            block = [nn.Dropout(dropout)] if i else []  # not on the first convolution's input
+            block += [nn.Conv2d(c, out, 5, padding=2), nn.ReLU()]
+            if i in pool_after:
                 block.append(nn.MaxPool2d(2))
                 h, w = h // 2, w // 2
             self.convs.append(nn.Sequential(*block))
             c = out
-        layers, features = [nn.Flatten()], c * h * w
+        fc, features = [nn.Flatten()], c * h * w
         for units in FC:
-            layers += [nn.Linear(features, scaled(units, width)), nn.ReLU(), nn.Dropout(dropout)]
+            fc += [nn.Dropout(dropout), nn.Linear(features, scaled(units, width)), nn.ReLU()]
             features = scaled(units, width)
-        self.fc = nn.Sequential(*layers)
+        self.fc = nn.Sequential(*fc, nn.Dropout(dropout))  # (the classifiers' input)
         self.heads = nn.Linear(features, spec.positions * spec.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:  # x (B, C, H, W) -> logits (B, positions, classes)
@@ -87,9 +100,9 @@ def cnn_localisation(shape: tuple[int, int, int], units: int) -> tuple[nn.Module
     c, h, w = shape
     return nn.Sequential(
         nn.Conv2d(c, units, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(units, units, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(units, units, 5, padding=2), nn.ReLU(),
         nn.Flatten(),
-        nn.Linear(units * (h // 4) * (w // 4), units), nn.ReLU(),
+        nn.Linear(units * (h // 2) * (w // 2), units), nn.ReLU(),
         nn.Linear(units, units), nn.ReLU(),
     ), units  # fmt: skip
 
@@ -118,15 +131,16 @@ def st_maker(cfg: DictConfig, localisation) -> Callable[[tuple[int, int, int]], 
 
 @register("svhn_cnn", task="sequence")
 def svhn_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return SequenceCNN(spec, cfg.width, cfg.dropout)
+    return SequenceCNN(spec, cfg.width, cfg.dropout, layers=cfg.layers)
 
 
 @register("svhn_st_single", task="sequence")
 def svhn_st_single(cfg: DictConfig, spec: DataSpec) -> nn.Module:
-    return SequenceCNN(spec, cfg.width, cfg.dropout, st_maker(cfg, cnn_localisation), (0,))
+    return SequenceCNN(spec, cfg.width, cfg.dropout, st_maker(cfg, cnn_localisation), (0,),
+                       cfg.layers)  # fmt: skip
 
 
 @register("svhn_st_multi", task="sequence")
 def svhn_st_multi(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SequenceCNN(spec, cfg.width, cfg.dropout, st_maker(cfg, fc_localisation),
-                       (0, 1, 2, 3))  # fmt: skip
+                       (0, 1, 2, 3), cfg.layers)  # fmt: skip

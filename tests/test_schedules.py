@@ -1,0 +1,94 @@
+"""`schedule=<name>` on an experiment's command line selects that table's own schedule of that
+name (``experiment.schedules``), never another table's; another table's option is refused."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from stn_repro.config import CONF_DIR
+from stn_repro.errors import UserError
+from stn_repro.experiment import compose_run, schedule_owners
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+OWN = {  # the schedule files each real-data experiment trains with, by name
+    "gtsrb": {"paper": "paper_gtsrb", "fast": "fast_gtsrb"},
+    "gtsrb_26epochs": {"paper": "paper_gtsrb", "fast": "fast_gtsrb"},
+    "gtsrb_tracks": {"paper": "paper_gtsrb", "fast": "fast_gtsrb"},
+    "table2_svhn64": {"paper": "paper_svhn", "fast": "fast_svhn"},
+    "table2_svhn128": {"paper": "paper_svhn", "fast": "fast_svhn"},
+    "table3_cub": {"paper": "paper_cub", "fast": "fast_cub"},
+}
+KEYS = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "lr_policy", "lr_decay",
+        "loc_lr_scale")  # fmt: skip
+
+
+def schedule_file(option: str) -> dict:
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "schedule" / f"{option}.yaml"))
+
+
+def expected_schedule(experiment: str, name: str) -> dict:
+    """The table's own schedule file of that name, with the experiment's ``per_schedule``
+    changes to it (``schedule.<key>=<value>``) applied."""
+    found = schedule_file(OWN.get(experiment, {}).get(name, name))
+    exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
+    for override in exp.get("per_schedule", {}).get(name) or []:
+        key, value = override.split("=", 1)
+        if key.startswith("schedule.") and key.count(".") == 1:
+            found[key.split(".")[1]] = yaml.safe_load(value)
+    return found
+
+
+def composed(compose_cfg, experiment: str, *given: str):
+    cfg = compose_cfg(f"experiment={experiment}", *given)
+    return compose_run([f"experiment={experiment}", *given], cfg.experiment.rows[0], 1)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("name", ["paper", "fast"])
+def test_an_explicit_schedule_name_selects_the_tables_own(compose_cfg, experiment, name):
+    """The Makefile passes schedule=$(SCHEDULE) to every table: it must not swap in Table 1's."""
+    option = OWN.get(experiment, {}).get(name, name)
+    expected = expected_schedule(experiment, name)
+    for given in ([f"schedule={name}"], [f"schedule={option}"]):
+        schedule = composed(compose_cfg, experiment, *given).schedule
+        assert {k: schedule[k] for k in KEYS} == {k: expected[k] for k in KEYS}, given
+        assert schedule.name == name
+
+
+def test_the_default_schedule_is_the_tables_fast(compose_cfg):
+    """`experiment=gtsrb` without schedule= is the same run as with schedule=fast."""
+    for experiment in ("gtsrb", "table2_svhn64", "table3_cub"):
+        bare = composed(compose_cfg, experiment)
+        named = composed(compose_cfg, experiment, "schedule=fast")
+        assert OmegaConf.to_container(bare.schedule) == OmegaConf.to_container(named.schedule)
+        assert bare.schedule.batch_size == schedule_file(OWN[experiment]["fast"])["batch_size"]
+
+
+def test_the_measured_gtsrb_sample_command_trains_sgd(compose_cfg):
+    """The README's `experiment=gtsrb_tracks schedule=fast`: SGD, batch 50, 367 iterations at
+    half width (it composed Adam, batch 128 before)."""
+    cfg = composed(compose_cfg, "gtsrb_tracks", "schedule=fast")
+    assert (cfg.schedule.optimizer, cfg.schedule.batch_size) == ("sgd", 50)
+    assert (cfg.schedule.iterations, cfg.model.width) == (367, 0.5)
+
+
+def test_the_command_line_still_wins_over_the_tables_schedule(compose_cfg):
+    cfg = composed(compose_cfg, "gtsrb", "schedule=paper", "schedule.iterations=7")
+    assert (cfg.schedule.iterations, cfg.schedule.momentum) == (7, 0.0)
+
+
+@pytest.mark.parametrize(("experiment", "option"), [
+    ("gtsrb", "paper_svhn"), ("table2_svhn64", "fast_gtsrb"), ("table1_rts", "paper_cub"),
+    ("table4_addition", "fast_svhn"),
+])  # fmt: skip
+def test_another_tables_schedule_is_refused_in_one_line(compose_cfg, experiment, option):
+    with pytest.raises(UserError, match=rf"schedule={option} is the .* schedule of .* write "):
+        composed(compose_cfg, experiment, f"schedule={option}")
+
+
+def test_owners_are_read_from_the_experiment_files():
+    owners = schedule_owners()
+    assert owners["paper_gtsrb"] == "gtsrb, gtsrb_26epochs, gtsrb_tracks"
+    assert "paper" not in owners and "smoke" not in owners
