@@ -197,10 +197,14 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     return hinge.mean(), theta
 
 
-def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Adam, object | None]:
-    """Adam at ``co.lr``, and with ``co.lr_decay: cosine`` a scheduler (stepped once per step)
-    taking the rate to 0 over ``co.iterations`` steps (else None)."""
-    optimizer = torch.optim.Adam(params, lr=co.lr)
+def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Optimizer, object | None]:
+    """``co.optimizer`` at ``co.lr`` (``sgd``: A.2's stochastic gradient descent, momentum 0.9
+    as for the MNIST schedule; ``adam``), and with ``co.lr_decay: cosine`` a scheduler
+    (stepped once per step) taking the rate to 0 over ``co.iterations`` steps (else None)."""
+    if co.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=co.lr, momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(params, lr=co.lr)
     if co.lr_decay == "cosine":
         return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, int(co.iterations))
     return optimizer, None

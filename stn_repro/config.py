@@ -38,6 +38,7 @@ LATER_KEYS = {
 """Keys added after runs were first recorded, with the value (or tuple of values) that means "as
 before": left out of a run's identity at it, so earlier runs keep their hashes and directories."""
 COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that change no result
+COLOC_LATER = {"optimizer": "adam"}  # co-localisation keys added later, with their "as before"
 
 
 def as_before(value, before) -> bool:
@@ -65,7 +66,8 @@ def identity(cfg: DictConfig) -> dict:
     found = {**groups, "seed": int(cfg.seed)}
     if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)
         coloc = OmegaConf.to_container(cfg.coloc, resolve=True)
-        found["coloc"] = {k: v for k, v in coloc.items() if k not in COLOC_LOGGING}
+        kept = {k: v for k, v in coloc.items() if k not in COLOC_LOGGING}
+        found["coloc"] = without_later(kept, COLOC_LATER)
     return found
 
 

@@ -208,6 +208,7 @@ class Coloc:
     negative_scale: str = checked(one_of("fixed", "window", "random"))
     normalise_features: bool = False
     lr_decay: str = checked(one_of("none", "cosine"), "none")
+    optimizer: str = checked(one_of("sgd", "adam"), "adam")
     leaky_localisation: bool = False
 
 
