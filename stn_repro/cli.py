@@ -37,6 +37,10 @@ def run(cfg: DictConfig, overrides: list[str]) -> None:
     """Validate ``cfg``, then run the experiment it names or the one run it describes (under
     ``torchrun``: as one of several processes training each run together)."""
     cfg = validate(cfg)
+    FOLDERS.clear()
+    FOLDERS.update({f"paths.{k}": Path(v) for k, v in cfg.paths.items() if v})
+    if cfg.run_dir:
+        FOLDERS["run_dir"] = Path(cfg.run_dir)
     check_writable(cfg.paths)
     speed.set_threads(cfg.speed)  # before any work, data generation included
     ranks = distributed.start(cfg.device)
@@ -116,8 +120,15 @@ def hydra_message(err: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages as one line (options joined by commas)."""
     text = str(err).split("Config search path:")[0]
     unknown = re.match(r"Could not override '([\w.]+)'", text)
-    if unknown and (message := unknown_key_message(unknown.group(1))):
-        return message  # not Hydra's advice to add it with +, which the schema would refuse
+    if unknown:  # not Hydra's advice to add it with +: the schema refuses keys a part lacks
+        key = unknown.group(1)
+        return unknown_key_message(key) or (
+            f"{key}: not a setting of the chosen {key.split('.')[0]} (`stn-repro --cfg job` "
+            "prints every setting of the composed config)"
+        )
+    if "LexerNoViableAltException" in text or "token recognition error" in text:
+        return (f"{text.strip().splitlines()[0]}: Hydra reads only plain ASCII values unquoted; "
+                "quote the value, e.g. \"paths.output_dir='/data/été'\"")  # fmt: skip
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += "\n" + str(err.__cause__)
     parts: list[str] = []
@@ -131,18 +142,36 @@ def hydra_message(err: BaseException) -> str:
     return "; ".join(p.rstrip(".") for p in parts)
 
 
+FOLDERS: dict[str, Path] = {}
+"""The run's folders by the setting that names them (``paths.data_dir``, ``run_dir``, ...):
+an unwritable file's advice names the setting of the folder that holds it."""
+
+
+def setting_for(where: str) -> str:
+    """``key=...`` for the configured folder holding ``where`` (the deepest one), else the
+    output folder's."""
+    path = Path(where.removesuffix(".lock")).absolute()  # a lock beside its folder: the folder's
+    holding = [(len(folder.absolute().parts), key) for key, folder in FOLDERS.items()
+               if path.is_relative_to(folder.absolute())]  # fmt: skip
+    return f"{max(holding)[1] if holding else 'paths.output_dir'}=..."
+
+
 def os_error_message(err: OSError) -> str | None:
-    """One sentence for a full, read-only or missing output location; None for anything else."""
+    """One sentence for a full, read-only or missing location, or a file-size limit; None for
+    anything else."""
     where = os.fsdecode(err.filename) if err.filename else "a file"
+    again = "rerun the same command (finished runs are kept, interrupted runs resume)"
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"no space left on the device while writing {where}: free some space and rerun "
-                "the same command (finished runs are kept, interrupted runs resume)")  # fmt: skip
+        return f"no space left on the device while writing {where}: free some space and {again}"
+    if err.errno == errno.EFBIG:
+        return (f"the file-size limit stopped writing {where} (File too large; see `ulimit -f`): "
+                f"raise the limit and {again}")  # fmt: skip
     if err.errno == errno.ENOENT:  # a folder that cannot be made, or was removed mid-run
         return (f"cannot write {where} (its folder cannot be created or was removed); choose a "
-                "writable folder with paths.output_dir=... or rerun once it exists")  # fmt: skip
+                f"writable folder with {setting_for(where)} or rerun once it exists")  # fmt: skip
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EEXIST):
         return (f"cannot write {where} ({err.strerror}); choose a writable folder with "
-                "paths.output_dir=... (and paths.cache_dir=...)")  # fmt: skip
+                f"{setting_for(where)}")  # fmt: skip
     return None
 
 
@@ -158,11 +187,36 @@ def fail(message: str) -> None:
     sys.exit(USAGE_ERROR)
 
 
+def check_arguments(args: list[str]) -> None:
+    """Before Hydra: in a sweep (``-m``), a key given twice (Hydra would keep the last, dropping
+    a sweep; in one run the last wins, as in Hydra); and a config group option that does not
+    exist (in a sweep Hydra blames another key)."""
+    sweep = "-m" in args or "--multirun" in args
+    seen: dict[str, str] = {}
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if sweep and key in seen:
+            raise UserError(f"{key} is given twice ({seen[key]} and {arg}): give it once (a "
+                            f"sweep lists its values in one argument: {key}=a,b)")  # fmt: skip
+        seen[key] = arg
+        group = config.CONF_DIR / key
+        if group.is_dir() and "(" not in value and value not in ("null", ""):
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            for option in value.split(","):
+                if option and option not in options:
+                    raise UserError(f"{key}={option}: no such {key} (choose from "
+                                    f"{', '.join(options)})")  # fmt: skip
+
+
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises its errors to us instead of printing
     signals.install()
     threading.excepthook = quiet_thread_errors
     try:
+        check_arguments(sys.argv[1:])
         app()
     except signals.Interrupted as err:
         print(f"stn-repro: {err}; rerun the same command to resume", file=sys.stderr)

@@ -22,6 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from .errors import UserError
+
 # Rank 0 may evaluate and write while the others wait at a barrier; allow it time.
 TIMEOUT = timedelta(hours=2)
 
@@ -54,11 +56,22 @@ def ranks() -> Ranks:
     return Ranks(rank, dist.get_world_size(), int(os.environ.get("LOCAL_RANK", rank)))
 
 
+TORCHRUN_VARS = ("RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What torchrun sets beside WORLD_SIZE, and init_process_group reads."""
+
+
 def start(device: str) -> Ranks:
     """Join the process group torchrun's environment describes (nothing to do without one).
     ``device`` (the config's: auto, cuda, cpu) picks NCCL for GPUs, gloo else."""
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1 and not dist.is_initialized():
+        missing = [v for v in TORCHRUN_VARS if not os.environ.get(v)]
+        if missing:
+            raise UserError(
+                f"WORLD_SIZE={world} is set but {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} not: start several processes with "
+                "torchrun (it sets them all), or unset WORLD_SIZE to run as one process"
+            )
         gpus = device != "cpu" and torch.cuda.is_available()
         if gpus:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -132,6 +132,7 @@ def locked(path: str | Path, wait: bool = True):
     another process holds it. The OS releases it when the holder dies (even by kill -9)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    Path(str(path) + ".lock").touch()  # an unwritable folder raises here; FileLock would wait
     lock = FileLock(str(path) + ".lock")
     try:
         lock.acquire(timeout=-1 if wait else 0)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from .config import PACKAGE_ROOT, identity
+from .config import PACKAGE_ROOT, config_hash, identity
 from .errors import UserError, warn
 from .files import CorruptFile, read_json, seal, unseal, write_atomic
 
@@ -76,10 +76,15 @@ def differences(run_dir: Path, cfg: DictConfig) -> str:
     return "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
 
 
-def refuse_other_config(run_dir: Path, cfg: DictConfig) -> None:
+def refuse_other_config(run_dir: Path, cfg: DictConfig, what: Path, recorded: str | None) -> None:
+    """Stop: ``what`` (a run's metrics or checkpoint) was written for config ``recorded``."""
+    found = differences(run_dir, cfg) or (
+        f"its config.yaml matches this config, but {what.name} was written for config "
+        f"{recorded}, not {config_hash(cfg)}: it was copied from another run"
+    )
     raise UserError(
-        f"{run_dir} holds a run of another config ({differences(run_dir, cfg)}); add "
-        "overwrite=true to replace it, or choose another run_dir=..."
+        f"{run_dir} holds a run of another config ({found}); add overwrite=true to replace it, "
+        "or choose another run_dir=..."
     )
 
 
@@ -120,7 +125,8 @@ def finished_metrics(run_dir: Path, cfg: DictConfig, chash: str,
     if done is None:
         return None
     if done.get("config_hash") != chash:
-        refuse_other_config(Path(run_dir), cfg)
+        refuse_other_config(Path(run_dir), cfg, Path(run_dir) / "metrics.json",
+                            done.get("config_hash"))  # fmt: skip
     refuse_other_data(run_dir, cfg, done.get("data_key"), data_key, run_dir / "metrics.json")
     note_other_code(done.get("code"), Path(run_dir) / "metrics.json")
     return done
@@ -158,7 +164,7 @@ def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str,
             problems.append(f"{path} is unusable ({err})")
             continue
         if ckpt.get("config_hash") != chash:
-            refuse_other_config(Path(run_dir), cfg)
+            refuse_other_config(Path(run_dir), cfg, path, ckpt.get("config_hash"))
         refuse_other_data(run_dir, cfg, ckpt.get("data_key"), data_key, path)
         for problem in problems:
             warn(f"{problem}; resuming from {path.name} instead")

@@ -338,7 +338,7 @@ GENERATOR_PARAMS = {
 GENERATOR_SOURCE = {"svhn_crop": "svhn", "gtsrb_signs": "gtsrb", "cub_images": "cub"}
 """The source each generator reads (mnist unless listed)."""
 
-SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc)
+SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
 
 GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11, "gtsrb_signs": 43, "cub_images": 200}
@@ -505,6 +505,38 @@ def unknown_key_message(key: str) -> str | None:
     return None
 
 
+def check_bools(node: DictConfig, schema: type, where: str) -> None:
+    """Refuse anything but true or false for a boolean setting (OmegaConf would read
+    ``overwrite=2`` as true), recursing into the nested groups."""
+    for f in dataclasses.fields(schema):
+        if f.name not in node or node[f.name] is None:
+            continue
+        value, key = node[f.name], f"{where}.{f.name}" if where else f.name
+        nested = next((c for c in SCHEMAS if f.type.startswith(c.__name__)), None)
+        if nested is not None and OmegaConf.is_dict(value):
+            check_bools(value, nested, key)
+        elif f.type.startswith("bool") and not (
+            isinstance(value, bool) or str(value).lower() in ("true", "false")
+        ):
+            raise UserError(f"{key}={value}: not a valid bool (true or false)")
+
+
+def check_model_keys(model: DictConfig) -> None:
+    """Refuse a setting the chosen model's file does not have (``+model.width=0.5`` on the
+    FCN): no model would read it, so it would change only the run's directory."""
+    from .config import CONF_DIR
+
+    path = CONF_DIR / "model" / f"{model.name}.yaml"
+    if not path.exists():
+        return
+    own = set(OmegaConf.load(path).keys()) | {"transform"}
+    extra = [k for k in model if k not in own and model[k] is not None]
+    if extra:
+        takes = ", ".join(sorted(own - {"defaults", "name"}))
+        raise UserError(f"model.{extra[0]}: model {model.name} does not use it (its settings: "
+                        f"{takes}); leave it out")  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """The config ``cfg``, checked against the schema and converted to its types.
 
@@ -514,8 +546,10 @@ def validate(cfg: DictConfig) -> DictConfig:
     if not OmegaConf.is_config(cfg):
         raise TypeError("validate takes an OmegaConf config")
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    check_bools(plain, Config, "")
     checked_cfg = typed(plain, Config, "")
     check_fields(OmegaConf.to_object(checked_cfg), "")
+    check_model_keys(plain.model)
     checked_cfg.dataset.params = check_dataset(checked_cfg.dataset)
     check_model(checked_cfg.model, checked_cfg.dataset.render == "volume")
     check_task(checked_cfg.model, checked_cfg.dataset)

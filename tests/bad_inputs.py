@@ -8,13 +8,16 @@ Each case is command-line arguments (``{tmp}`` is a fresh folder, ``{data}`` the
 folder), an optional ``setup(tmp, invoke)`` that prepares damaged files first, and what must
 happen: ``error`` (exit 2, one line on stderr, no traceback, no run recorded; ``message`` is in
 that line) or ``recovered`` (exit 0, the run finished, a warning names what was repaired).
+A case may also set environment variables (``env``) or a file-size limit in bytes
+(``file_limit``, as ``ulimit -f`` does). Cases on real files copy the samples beside the project
+(``../shared/data``) and are skipped (in pytest) when those are absent.
 """
 
 from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DATA = Path(__file__).resolve().parents[1] / "datasets"
@@ -28,6 +31,8 @@ class Case:
     message: str = ""
     expect: str = "error"  # or "recovered"
     setup: Callable | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    file_limit: int | None = None
 
 
 def base_args(tmp: Path, data: Path = DATA) -> list[str]:
@@ -127,6 +132,133 @@ def other_config_in_run_dir(tmp: Path, invoke) -> None:
 def stale_temporary(tmp: Path, invoke) -> None:
     run = killed_after_last_checkpoint(tmp, invoke)
     (run / "checkpoint.pt.tmp999999").write_bytes(b"left by a dead process")
+
+
+# ---- setups: damaged copies of the real samples ----------------------------------------------
+
+SVHN = ["dataset=svhn64", "model=svhn_cnn", "model.width=0.125", "paths.svhn_dir={tmp}/SVHN",
+        "dataset.params.validation=2", "workers=0"]  # fmt: skip
+GTSRB = ["dataset=gtsrb", "model=gtsrb_cnn", "model.width=0.125", "paths.gtsrb_dir={tmp}/GTSRB",
+         "workers=0"]  # fmt: skip
+CUB = ["dataset=cub", "model=cnn", "paths.cub_dir={tmp}/CUB", "dataset.params.classes=1",
+       "dataset.params.size=16", "dataset.params.random_crop=12", "workers=0"]  # fmt: skip
+
+
+def svhn_copy(damage: Callable[[Path], None]):
+    """A tiny SVHN folder (``svhn_files.tiny_svhn``) in ``{tmp}/SVHN``, then ``damage(root)``."""
+
+    def setup(tmp: Path, invoke) -> None:
+        from svhn_files import tiny_svhn
+
+        damage(tiny_svhn(tmp / "SVHN", per_part=4))
+
+    return setup
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+
+
+def garbage(path: Path) -> None:
+    """2 KB of garbage in the middle of the file."""
+    data = bytearray(path.read_bytes())
+    at = len(data) // 2
+    data[at : at + 2048] = bytes((i * 37 + 11) % 256 for i in range(2048))
+    path.write_bytes(bytes(data))
+
+
+def without_bbox(root: Path) -> None:
+    import h5py
+
+    with h5py.File(root / "train" / "digitStruct.mat", "r+") as f:
+        del f["digitStruct/bbox"]
+
+
+def svhn_cache(damage: Callable[[Path], None]):
+    """A finished SVHN run, its stores deleted (so the next run parses the labels again from
+    the cache), then ``damage`` to the parsed-labels cache of ``train``."""
+
+    def setup(tmp: Path, invoke) -> None:
+        from svhn_files import tiny_svhn
+
+        tiny_svhn(tmp / "SVHN", per_part=4)
+        args = [a.format(tmp=tmp) for a in SVHN]
+        assert invoke([*base_args(tmp), *args])[0] == 0, "the setup run failed"
+        shutil.rmtree(tmp / "outputs" / "runs")
+        for path in (tmp / "cache").iterdir():
+            if path.suffix != ".npz":
+                path.unlink()
+        [cache] = (tmp / "cache").glob("svhn-train-digitstruct-*.npz")
+        damage(cache)
+
+    return setup
+
+
+def gtsrb_copy(damage: Callable[[Path], None]):
+    def setup(tmp: Path, invoke) -> None:
+        from gtsrb_files import tiny_gtsrb
+
+        damage(tiny_gtsrb(tmp / "GTSRB"))
+
+    return setup
+
+
+def csv_value(column: str, value: str) -> Callable[[Path], None]:
+    """Set ``column`` of the first sign of class 0's annotation CSV (its line 2) to ``value``."""
+
+    def damage(root: Path) -> None:
+        path = root / "Final_Training/Images/00000/GT-00000.csv"
+        lines = path.read_text().splitlines()
+        header = lines[0].split(";")
+        row = lines[1].split(";")
+        row[header.index(column)] = value
+        path.write_text("\n".join([lines[0], ";".join(row), *lines[2:]]) + "\n")
+
+    return damage
+
+
+def first_ppm_truncated(root: Path) -> None:
+    truncate(sorted((root / "Final_Training/Images/00000").glob("*.ppm"))[0], 0.3)
+
+
+def cub_copy(damage: Callable[[Path], None]):
+    """CUB's metadata and class 1's images from the sample in ``{tmp}/CUB``, then damage."""
+
+    def setup(tmp: Path, invoke) -> None:
+        sample = DATA.parents[1] / "shared" / "data" / "cub_200_2011_sample" / "CUB_200_2011"
+        if not (sample / "images.txt").exists():
+            import pytest
+
+            pytest.skip(f"the CUB sample is absent ({sample}); it ships beside the project only")
+        folder = tmp / "CUB" / "CUB_200_2011"
+        folder.mkdir(parents=True)
+        for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt"):
+            shutil.copy(sample / name, folder / name)
+        first = sorted((sample / "images").iterdir())[0]
+        shutil.copytree(first, folder / "images" / first.name)
+        damage(folder)
+
+    return setup
+
+
+def cub_label_abc(folder: Path) -> None:
+    path = folder / "image_class_labels.txt"
+    lines = path.read_text().splitlines()
+    lines[4] = "5 abc"
+    path.write_text("\n".join(lines) + "\n")
+
+
+def first_jpeg_truncated(folder: Path) -> None:
+    truncate(sorted((folder / "images").glob("*/*.jpg"))[0], 0.3)
+
+
+def checkpoint_of_another_config(tmp: Path, invoke) -> None:
+    """Run folder ``mine`` holds its own config.yaml but a checkpoint copied from another run."""
+    assert invoke([*base_args(tmp), *QUICK, f"run_dir={tmp}/mine"])[0] == 0
+    assert invoke([*base_args(tmp), *QUICK, "schedule.lr=0.02", f"run_dir={tmp}/other"])[0] == 0
+    (tmp / "mine" / "metrics.json").unlink()
+    shutil.copy(tmp / "other" / "checkpoint.pt", tmp / "mine" / "checkpoint.pt")
+    (tmp / "mine" / "checkpoint.prev.pt").unlink(missing_ok=True)
 
 
 # ---- the list ---------------------------------------------------------------------------------
@@ -376,7 +508,47 @@ CASES = [
         mnist_extracted(lambda b: flip(b, 0.7)),
     ),
     Case("stale-temporary-file", QUICK, "", "recovered", setup=stale_temporary),
-]
+    # real files, damaged (issue 31): each names the file (and line) and the fix
+    Case("svhn-digitstruct-truncated", SVHN, "digitStruct.mat is damaged or not SVHN's",
+         setup=svhn_copy(lambda root: truncate(root / "train" / "digitStruct.mat"))),
+    Case("svhn-digitstruct-garbage", SVHN, "digitStruct.mat is damaged or not SVHN's",
+         setup=svhn_copy(lambda root: garbage(root / "train" / "digitStruct.mat"))),
+    Case("svhn-digitstruct-no-bbox", SVHN, "digitStruct.mat is damaged or not SVHN's",
+         setup=svhn_copy(without_bbox)),
+    Case("svhn-png-truncated", SVHN, "1.png cannot be read",
+         setup=svhn_copy(lambda root: truncate(root / "train" / "1.png", 0.3))),
+    Case("svhn-labels-cache-flipped", SVHN, "are damaged", "recovered",
+         svhn_cache(lambda path: path.write_bytes(flip(path.read_bytes(), 0.9)))),
+    Case("svhn-labels-cache-truncated", SVHN, "are damaged", "recovered",
+         svhn_cache(truncate)),
+    Case("gtsrb-classid-abc", GTSRB, "GT-00000.csv, line 2: ClassId='abc' is not a whole number",
+         setup=gtsrb_copy(csv_value("ClassId", "abc"))),
+    Case("gtsrb-roi-empty", GTSRB, "GT-00000.csv, line 2: Roi.X1='' is not a whole number",
+         setup=gtsrb_copy(csv_value("Roi.X1", ""))),
+    Case("gtsrb-ppm-truncated", GTSRB, "00000_00000.ppm cannot be read",
+         setup=gtsrb_copy(first_ppm_truncated)),
+    Case("cub-label-abc", CUB, "image_class_labels.txt: image 5 has 'abc'",
+         setup=cub_copy(cub_label_abc)),
+    Case("cub-jpeg-truncated", CUB, ".jpg cannot be read", setup=cub_copy(first_jpeg_truncated)),
+    Case("torchrun-half-set-up", QUICK, "WORLD_SIZE=2 is set but MASTER_ADDR, MASTER_PORT are not",
+         env={"WORLD_SIZE": "2", "RANK": "0"}),
+    Case("file-size-limit", QUICK, "the file-size limit stopped writing", file_limit=300 * 1024),
+    # silent before: now refused
+    Case("width-on-an-mnist-model", ["+model.width=0.5"], "model.width: model cnn does not use it"),
+    Case("width-without-plus", ["model.width=0.5"],
+         "model.width: not a setting of the chosen model"),
+    Case("overwrite-two", ["overwrite=2"], "overwrite=2: not a valid bool"),
+    Case("sweep-given-twice", ["-m", "model=fcn,cnn", "model=st_fcn"], "model is given twice"),
+    Case("sweep-values-given-twice", ["-m", "schedule.iterations=2,3", "schedule.iterations=4,5"],
+         "schedule.iterations is given twice"),
+    # misleading before: now the right advice
+    Case("output-dir-non-ascii", ["paths.output_dir={tmp}/été"], "quote the value"),
+    Case("run-dir-unwritable", [*QUICK, "run_dir=/proc/stn-repro-run"], "run_dir=..."),
+    Case("checkpoint-of-another-config", [*QUICK, "run_dir={tmp}/mine"],
+         "checkpoint.pt was written for config", setup=checkpoint_of_another_config),
+    Case("sweep-unknown-experiment", ["-m", "experiment=table1_tc,nosuch"],
+         "experiment=nosuch: no such experiment"),
+]  # fmt: skip
 
 
 # ---- measuring a checkout: python tests/bad_inputs.py [CHECKOUT] ------------------------------
@@ -402,7 +574,7 @@ def measure(checkout: Path) -> None:
     import sys
     import tempfile
 
-    def invoke_in(tmp: Path):
+    def invoke_in(tmp: Path, case: Case | None = None):
         env = {**os.environ, "PYTHONPATH": str(checkout), "STN_REPRO_ROOT": str(tmp)}
 
         def invoke(args: list[str]) -> tuple[int, str, str]:
@@ -410,9 +582,17 @@ def measure(checkout: Path) -> None:
                                   capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
             return done.returncode, done.stdout, done.stderr
 
-        return invoke
+        def invoke_case(args: list[str]) -> tuple[int, str, str]:  # its env and file limit
+            limit = None if case.file_limit is None else file_limit(case.file_limit)
+            done = subprocess.run([sys.executable, "-m", "stn_repro.cli", *args], cwd=checkout,
+                                  capture_output=True, text=True, env={**env, **case.env},
+                                  timeout=600, preexec_fn=limit)  # fmt: skip
+            return done.returncode, done.stdout, done.stderr
+
+        return invoke if case is None else invoke_case
 
     print("| case | arguments | outcome |\n|---|---|---|")
+    good = 0
     for case in CASES:
         with tempfile.TemporaryDirectory() as name:
             tmp = Path(name)
@@ -420,16 +600,33 @@ def measure(checkout: Path) -> None:
             try:
                 if case.setup is not None:
                     case.setup(tmp, invoke)
-            except Exception as err:  # noqa: BLE001 (an older checkout may not get that far)
+            except BaseException as err:  # an older checkout may not get that far; a skip
+                if isinstance(err, KeyboardInterrupt):
+                    raise
                 print(f"| {case.id} | | setup failed ({type(err).__name__}) |")
                 continue
             runs = tmp / "outputs" / "runs"
             before = set(runs.rglob("metrics.json")) if runs.exists() else set()
             args = [a.format(tmp=tmp) for a in case.args]
-            code, _, err = invoke([*base_args(tmp), *args])
+            code, _, err = invoke_in(tmp, case)([*base_args(tmp), *args])
             recorded = runs.exists() and set(runs.rglob("metrics.json")) != before
             shown = " ".join(a.replace(str(tmp), "TMP") for a in args)
-            print(f"| {case.id} | `{shown}` | {outcome(case, code, err, recorded)} |", flush=True)
+            found = outcome(case, code, err, recorded)
+            good += found == ("recovered" if case.expect == "recovered" else "clear error")
+            print(f"| {case.id} | `{shown}` | {found} |", flush=True)
+    print(f"\n{good} passed, {len(CASES) - good} failed")
+
+
+def file_limit(size: int) -> Callable[[], None]:
+    """A ``preexec_fn`` setting the file-size limit (``ulimit -f``) to ``size`` bytes."""
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(
+            resource.RLIMIT_FSIZE, (size, resource.getrlimit(resource.RLIMIT_FSIZE)[1])
+        )
+
+    return apply
 
 
 if __name__ == "__main__":

@@ -361,3 +361,29 @@ def test_kill_9_at_random_moments_then_resume_is_bit_exact(tmp_path):
     )
     assert not list(tmp_path.rglob("*.tmp[0-9]*"))
     print(json.dumps({"kills": killed}))
+
+
+@pytest.mark.parametrize(("failing", "setting"), [
+    ("data/MNIST/raw/train-labels-idx1-ubyte", "paths.data_dir=..."),
+    ("out/runs/adhoc/x/seed1/config.yaml", "paths.output_dir=..."),
+    ("mine/config.yaml", "run_dir=..."),
+    ("mine.lock", "run_dir=..."),
+    ("cache/mnist-rts-train.h5", "paths.cache_dir=..."),
+    ("elsewhere/file", "paths.output_dir=..."),
+])  # fmt: skip
+def test_an_unwritable_file_names_the_setting_of_its_folder(tmp_path, monkeypatch, failing,
+                                                           setting):  # fmt: skip
+    """A read-only data folder is advised paths.data_dir=..., not paths.output_dir=... (root
+    writes through permissions, so the OSError is made here rather than by a chmod)."""
+    from stn_repro import cli
+
+    monkeypatch.setattr(cli, "FOLDERS", {
+        "paths.data_dir": tmp_path / "data", "paths.output_dir": tmp_path / "out",
+        "paths.cache_dir": tmp_path / "cache", "run_dir": tmp_path / "mine",
+    })  # fmt: skip
+    for code in (errno.EACCES, errno.EROFS):
+        err = OSError(code, os.strerror(code), str(tmp_path / failing))
+        message = cli.os_error_message(err)
+        assert message.endswith(f"choose a writable folder with {setting}"), message
+    efbig = cli.os_error_message(OSError(errno.EFBIG, "File too large", "x.h5"))
+    assert "file-size limit stopped writing x.h5" in efbig and "ulimit -f" in efbig

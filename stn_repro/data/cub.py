@@ -62,6 +62,13 @@ def read_metadata(folder: Path) -> Metadata:
     if not (paths.keys() == labels.keys() == split.keys()):
         raise UserError(f"the metadata files in {folder} list different image ids")
     ids = sorted(paths)
+    for name, column, allowed in (("image_class_labels.txt", labels, range(1, NUM_CLASSES + 1)),
+                                  ("train_test_split.txt", split, ("0", "1"))):  # fmt: skip
+        bad = next((i for i in ids if column[i] not in map(str, allowed)), None)
+        if bad is not None:
+            raise UserError(f"{folder / name}: image {bad} has {column[bad]!r}, not one of "
+                            f"{allowed[0]}-{allowed[-1]}; correct that line or extract "
+                            f"{ARCHIVE} again")  # fmt: skip
     return Metadata(
         [paths[i] for i in ids],
         np.array([int(labels[i]) - 1 for i in ids], np.int64),
@@ -136,6 +143,9 @@ class Birds(Dataset):
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         return bird_image(self.paths[i], self.size, self.keep_aspect), self.labels[i]
+
+    def source(self, i: int) -> Path:
+        return self.paths[i]
 
 
 def cub_inputs(cfg, root: str | Path) -> tuple[str, Path, Metadata, dict[str, np.ndarray]]:

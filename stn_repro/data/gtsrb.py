@@ -64,12 +64,21 @@ def read_annotations(path: Path, folder: Path, tracks: bool) -> list[Sign]:
         raise UserError(f"{path} is not a GTSRB annotation file: it needs the columns "
                         f"{';'.join(COLUMNS)}")  # fmt: skip
     signs = []
-    for row in rows:
+    for line, row in enumerate(rows, 2):  # line 1 is the header
         name = row["Filename"].strip()
-        roi = tuple(int(row[f"Roi.{c}"]) for c in ("X1", "Y1", "X2", "Y2"))
-        signs.append(Sign(folder / name, int(row["ClassId"]), track_of(name) if tracks else None,
-                          roi))  # fmt: skip
+        roi = tuple(whole(row, f"Roi.{c}", path, line) for c in ("X1", "Y1", "X2", "Y2"))
+        signs.append(Sign(folder / name, whole(row, "ClassId", path, line),
+                          track_of(name) if tracks else None, roi))  # fmt: skip
     return signs
+
+
+def whole(row: dict, column: str, path: Path, line: int) -> int:
+    """The whole number in ``row[column]``; ``UserError`` naming the file, line and column."""
+    try:
+        return int(row[column])
+    except (TypeError, ValueError):
+        raise UserError(f"{path}, line {line}: {column}={row[column]!r} is not a whole number; "
+                        "correct that line or extract the archive again") from None
 
 
 def track_of(name: str) -> int:
@@ -236,6 +245,9 @@ class Signs(Dataset):
         sign = self.signs[i]
         image = sign_image(sign.path, self.size, sign.roi if self.roi_crop else None)
         return image, np.int64(sign.class_id)
+
+    def source(self, i: int) -> Path:
+        return self.signs[i].path
 
 
 def gtsrb_inputs(cfg, root: str | Path) -> tuple[str, list, list | None]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import h5py
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..errors import warn
+from ..errors import UserError, warn
 from ..files import CorruptFile, atomic_path, locked, read_json, write_json
 from .cache import cache_path
 
@@ -151,7 +151,8 @@ def prepared_stores(
         seconds, stats = {}, PixelStats()
         for split, dataset in datasets.items():
             tic = time.perf_counter()
-            batches = DataLoader(dataset, batch_size=64, num_workers=workers, collate_fn=stack)
+            batches = decoded(DataLoader(Decoded(dataset), batch_size=64, num_workers=workers,
+                                         collate_fn=stack))  # fmt: skip
             if split == "train":
                 batches = stats.counted(batches)
             write_store(stores[split], key, batches, len(dataset), image_shape, label_shape)
@@ -162,9 +163,43 @@ def prepared_stores(
         return write_json(info_path, info)
 
 
-def stack(samples: list) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+class Broken(str):
+    """What went wrong decoding a sample, naming its file (a ``Decoded`` sample)."""
+
+
+class Decoded(Dataset):
+    """``dataset``'s samples, or a ``Broken`` for one whose file cannot be decoded (a truncated
+    or garbled image): DataLoader workers hand it to the main process, which stops on it in one
+    line (``decoded``); an exception raised in a worker would come back as a traceback.
+    ``dataset.source(i)`` names sample ``i``'s file."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            return self.dataset[i]
+        except (OSError, ValueError, SyntaxError) as err:  # PIL's errors for damaged images
+            return Broken(f"{self.dataset.source(i)} cannot be read ({err})")
+
+
+def decoded(batches: Iterable) -> Iterator[tuple]:
+    """The batches, stopping with ``UserError`` at the first ``Broken`` sample."""
+    for batch in batches:
+        if isinstance(batch, Broken):
+            raise UserError(f"{batch}: replace that file (extract its archive again)")
+        yield batch
+
+
+def stack(samples: list) -> tuple[np.ndarray | list[np.ndarray], np.ndarray] | Broken:
     """Collate ``(image, label)`` numpy pairs into two arrays (the images into a list when
-    their sizes differ)."""
+    their sizes differ); a batch holding a ``Broken`` sample is that sample."""
+    broken = [s for s in samples if isinstance(s, Broken)]
+    if broken:
+        return broken[0]
     images, labels = zip(*samples, strict=True)
     same = len({image.shape for image in images}) == 1
     return np.stack(images) if same else list(images), np.stack(labels)

@@ -14,6 +14,7 @@ digit 0 is stored as label 10. Box coordinates are pixels, origin at the image's
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..files import locked, write_atomic
 from .sources import download_file, extract_folder, md5sum
 
@@ -211,9 +212,14 @@ def parsed_digit_struct(folder: Path, cache_dir: str | Path, md5: str) -> DigitS
             try:
                 with np.load(path) as z:
                     return DigitStruct(list(z["names"]), z["counts"], z["boxes"])
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable: parse again
-        parsed = read_digit_struct(source)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+                warn(f"the parsed labels {path} are damaged ({type(err).__name__}); parsing "
+                     f"{source} again")  # fmt: skip
+        try:
+            parsed = read_digit_struct(source)
+        except (OSError, KeyError, ValueError, TypeError) as err:
+            raise UserError(f"{source} is damaged or not SVHN's digitStruct.mat ({err}): "
+                            "delete its folder and rerun to extract its archive again") from None
         import io
 
         buf = io.BytesIO()
@@ -242,6 +248,9 @@ class Crops(Dataset):
         with Image.open(path) as image:
             crop = crop_image(image, crop_box(digits, self.expand, self.loose), self.size)
         return crop, sequence_labels(digits[:, 0], self.positions)
+
+    def source(self, i: int) -> Path:
+        return self.entries[i][0]
 
 
 def entries(folder: Path, struct: DigitStruct, positions: int) -> tuple[list, int]:
