@@ -60,7 +60,7 @@ class Setup:
         torch.manual_seed(0)
         model = build_model(cfg.model, DataSpec((1, SIDE, SIDE), 10, int(cfg.dataset.st_pool)))
         speed.prepare(model, knobs)
-        self.net, self.knobs = speed.compiled(model, knobs), knobs
+        self.net, self.knobs = speed.compiled(model, knobs, torch.device("cpu")), knobs
         self.precision = "bf16" if "bf16" in parts else "fp32"
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
         self.x = torch.rand(self.batch, 1, SIDE, SIDE)

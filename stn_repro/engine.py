@@ -270,6 +270,13 @@ class NoWriter:
         return lambda *args, **kwargs: None
 
 
+def point(iteration: int, seconds: float, schedule: DictConfig, error: float) -> dict:
+    """One point of a run's time-to-accuracy curve (``metrics.json``'s ``curve``): training
+    seconds so far (periodic evaluations included), images seen, the watched split's error."""
+    return {"iteration": iteration, "seconds": round(seconds, 2),
+            "images": iteration * int(schedule.batch_size), "error": error}  # fmt: skip
+
+
 def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
     """Train, or resume, or skip (when finished) the run ``cfg`` describes; return its metrics.
 
@@ -290,6 +297,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
                         f"{where.world} processes; choose a multiple of {where.world}")  # fmt: skip
     device = pick_device(cfg.device, where)
+    speed.check_precision(schedule.precision, device)
     ckpt = load_checkpoint(run_dir, cfg, chash, data_key)
 
     # ---- data and task ---------------------------------------------------------------------
@@ -306,17 +314,19 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     speed.set_precision(schedule.precision)
     optimizer = make_optimizer(model, schedule)
     start, elapsed = 0, 0.0
+    curve: list[dict] = []  # the watched split's error against training time and images seen
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         start, elapsed = ckpt["iteration"], ckpt["elapsed"]
+        curve = ckpt.get("curve", [])
     net = model  # what the training step calls: with several ranks, the gradient-averaging DDP
     if where.several:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)  # each rank its own dropout draws
-    net = speed.compiled(net, cfg.speed)
+    net = speed.compiled(net, cfg.speed, device)
     forward_precision = speed.autocast(schedule.precision, device)
 
     writer = NoWriter()
@@ -335,7 +345,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         if where.main:
             save_checkpoint(run_dir, {
                 "config_hash": chash, "data_key": data_key, "iteration": iteration,
-                "elapsed": elapsed,
+                "elapsed": elapsed, "curve": curve,
                 "spec": asdict(spec), "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "code": code_version(), "rng": states[0],
                 **({"rng_ranks": states} if where.several else {}),
@@ -407,6 +417,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
             if due["eval"]:
                 error = evaluate(model, feed, watch, task, where)
                 writer.add_scalar(f"{watch}/error", error, step)
+                curve.append(point(step, elapsed + time.perf_counter() - tic, schedule, error))
                 if where.main:
                     log_pose(writer, model, feed, cfg.dataset, step)
             if due["checkpoint"]:
@@ -433,6 +444,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         log_pose(writer, model, feed, cfg.dataset, schedule.iterations)
     if val_error is not None:
         writer.add_scalar("val/error", val_error, schedule.iterations)
+    end = schedule.iterations
+    curve.append(point(end, elapsed, schedule, val_error if watch == "val" else test_error))
     writer.add_scalar("test/error", test_error, schedule.iterations)
     transform = cfg.model.transform.name if cfg.model.get("transform") else None
     hparams = {"model": cfg.model.name, "transform": str(transform), "dataset": cfg.dataset.name,
@@ -447,6 +460,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "params": params,
         "iterations": int(schedule.iterations),
         "wall_time_s": round(elapsed, 2),
+        "curve_split": watch,  # the split ``curve`` follows (val when one is held out)
+        "curve": curve,
         "images_per_s": round(schedule.iterations * schedule.batch_size / max(elapsed, 1e-9), 1),
         "train_images": feed.train_size,
         **{f"{split}_images": len(data) for split, data in feed.splits.items()},

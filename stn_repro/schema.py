@@ -124,6 +124,9 @@ class Dataset:
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
     fresh_each_epoch: bool = False
+    # generated MNIST sets: the last N of the 60,000 training digits held out as ``val`` (drawn
+    # once), never trained on; the periodic evaluation then watches them, not the test digits
+    validation: int = checked(between(0, 30000), 0)
     st_pool: int = checked(at_least(1), 1)
     num_classes: int = 10  # checked against the generator's classes
     render: str | None = checked(lambda v: None if v in (None, "volume") else
@@ -408,6 +411,13 @@ def check_dataset(data: DictConfig) -> DictConfig:
         raise UserError(
             f"dataset.source={data.source}: the {data.generator} generator reads {source}"
         )
+    if data.validation and (data.source != "mnist" or data.generator == "addition"):
+        raise UserError(
+            f"dataset.validation={data.validation}: holds out generated MNIST digits one per "
+            "sample; "
+            + ("an addition pair draws two digits" if data.source == "mnist" else
+               "the other sources hold out with their own dataset.params")
+        )  # fmt: skip
     params = typed(data.params or {}, schema, "dataset.params")
     check_fields(OmegaConf.to_object(params), "dataset.params")
     if data.generator == "gtsrb_signs" and params.val_fraction + params.test_fraction >= 1:

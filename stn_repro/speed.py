@@ -5,10 +5,15 @@ and the settings that change only speed (``speed``: compile, channels_last, thre
 from __future__ import annotations
 
 import contextlib
+import platform
+import shutil
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+
+from .errors import UserError, warn
 
 
 def set_precision(precision: str) -> None:
@@ -18,6 +23,38 @@ def set_precision(precision: str) -> None:
     tf32 = precision != "fp32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
+
+
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags (``/proc/cpuinfo``), or None where they cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return {flag for line in text.splitlines() if line.startswith("flags")
+            for flag in line.split(":", 1)[1].split()}  # fmt: skip
+
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+"""x86 instructions that compute bfloat16 natively; without them torch emulates it, slower."""
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Stop before work when ``precision`` cannot run as asked here: bf16 on an x86 CPU
+    without bfloat16 instructions (torch would emulate it, slower than fp32), or on a GPU
+    without bfloat16 support. (A fallback to fp32 would train another run than the one named:
+    precision is part of a run's identity.)"""
+    if precision != "bf16":
+        return
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise UserError(f"schedule.precision=bf16: {torch.cuda.get_device_name(device)} has no "
+                        "bfloat16 support; use schedule.precision=fp32 (or tf32)")  # fmt: skip
+    x86 = platform.machine() in ("x86_64", "AMD64")
+    flags = cpu_flags() if device.type == "cpu" and x86 else None
+    if flags is not None and not flags & set(BF16_FLAGS):
+        raise UserError("schedule.precision=bf16: this CPU has no bfloat16 instructions ("
+                        f"{' or '.join(BF16_FLAGS)}), so torch would emulate them, slower than "
+                        "fp32; use schedule.precision=fp32")  # fmt: skip
 
 
 def autocast(precision: str, device: torch.device):
@@ -49,6 +86,14 @@ def prepare(model: nn.Module, speed: DictConfig) -> None:
                 module.to(memory_format=torch.channels_last)
 
 
-def compiled(net: nn.Module, speed: DictConfig) -> nn.Module:
-    """``net`` or its ``torch.compile`` wrapper (sharing its parameters)."""
-    return torch.compile(net) if speed.compile else net
+def compiled(net: nn.Module, speed: DictConfig, device: torch.device) -> nn.Module:
+    """``net`` or its ``torch.compile`` wrapper (sharing its parameters). On a CPU with no C++
+    compiler on the PATH (which torch.compile's CPU code needs), ``net`` with one warning:
+    compiling changes only speed."""
+    if not speed.compile:
+        return net
+    if device.type == "cpu" and not any(shutil.which(cc) for cc in ("c++", "g++", "clang++")):
+        warn("speed.compile=true needs a C++ compiler on the PATH for CPU code (none found: "
+             "c++, g++, clang++); training uncompiled")  # fmt: skip
+        return net
+    return torch.compile(net)

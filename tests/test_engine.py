@@ -238,3 +238,34 @@ def test_multirun_fans_rows_out_then_table_only_collects_them(tmp_path):
     assert result.returncode == 0, result.stderr
     md = (tmp_path / "outputs/tables/table1.md").read_text()
     assert md.count("| TC |") == 2
+
+
+def test_held_out_digits_are_the_validation_split_and_never_trained_on(compose_cfg):
+    """dataset.validation=N: the last N training digits, drawn once, are ``val``; the training
+    split (fixed, or drawn anew each epoch) is the first 60,000 - N; test is untouched."""
+    from stn_repro.data.sources import load_mnist
+
+    _, labels = load_mnist(PACKAGE_ROOT / "datasets", "train")
+    for fresh in ("false", "true"):
+        cfg = compose_cfg("dataset=mnist_r", "dataset.validation=100", "schedule.train_limit=null",
+                          "schedule.test_limit=null", f"dataset.fresh_each_epoch={fresh}")  # fmt: skip
+        feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
+        assert len(feed.train) == 59_900 and len(feed.splits["val"]) == 100
+        assert torch.equal(feed.splits["val"].labels, labels[-100:])
+        assert torch.equal(feed.train.labels, labels[:-100])
+        assert torch.equal(feed.train_split(3).labels, labels[:-100])  # any epoch's draws
+        assert len(feed.splits["test"]) == 10_000
+
+
+def test_a_run_records_its_validation_error_against_time_and_images(compose_cfg):
+    cfg = compose_cfg("model=fcn", "dataset.validation=40", "schedule.log.eval_every=2")
+    metrics = train_run(cfg, run_dir(cfg))
+    curve = metrics["curve"]
+    assert metrics["curve_split"] == "val" and metrics["val_images"] == 40
+    assert [p["iteration"] for p in curve] == [2, 4, 6]
+    assert [p["images"] for p in curve] == [32, 64, 96]
+    assert curve[-1]["error"] == metrics["val_error"]
+    assert all(a["seconds"] <= b["seconds"] for a, b in zip(curve, curve[1:], strict=False))
+    assert compose_cfg("dataset=mnist_addition", "model=fcn").dataset.validation == 0
+    with pytest.raises(UserError, match="an addition pair draws two digits"):
+        compose_cfg("dataset=mnist_addition", "model=fcn", "dataset.validation=10")

@@ -92,3 +92,14 @@ def test_owners_are_read_from_the_experiment_files():
     owners = schedule_owners()
     assert owners["paper_gtsrb"] == "gtsrb, gtsrb_26epochs, gtsrb_tracks"
     assert "paper" not in owners and "smoke" not in owners
+
+
+@pytest.mark.parametrize("column", ["r", "rts", "p", "e", "tc"])
+def test_table1s_paper_schedule_draws_distortions_anew_each_epoch(compose_cfg, column):
+    """The protocol the measurements support (notes, "Data protocol"); `fast` keeps its fixed
+    set, and the command line still chooses."""
+    experiment = f"table1_{column}"
+    assert composed(compose_cfg, experiment, "schedule=paper").dataset.fresh_each_epoch
+    assert not composed(compose_cfg, experiment, "schedule=fast").dataset.fresh_each_epoch
+    fixed = composed(compose_cfg, experiment, "schedule=paper", "dataset.fresh_each_epoch=false")
+    assert not fixed.dataset.fresh_each_epoch

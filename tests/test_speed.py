@@ -63,7 +63,8 @@ def test_compiled_model_gives_the_same_loss_and_gradients(compose_cfg):
         return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
 
     cfg.speed.compile = True
-    eager, compiled = loss_and_grads(model), loss_and_grads(speed.compiled(model, cfg.speed))
+    cpu = torch.device("cpu")
+    eager, compiled = loss_and_grads(model), loss_and_grads(speed.compiled(model, cfg.speed, cpu))
     torch.testing.assert_close(compiled[0], eager[0])
     for name, grad in eager[1].items():
         torch.testing.assert_close(compiled[1][name], grad, rtol=1e-3, atol=1e-5, msg=name)
@@ -112,3 +113,30 @@ def test_a_loss_gone_bad_between_checks_is_caught_before_the_next_checkpoint(
         train_run(cfg, run_dir(cfg))
     saved = load_checkpoint(run_dir(cfg), cfg, config_hash(cfg))
     assert saved["iteration"] == 2  # the step-4 checkpoint (a NaN model) was never written
+
+
+def test_bf16_on_a_cpu_without_bfloat16_instructions_stops_in_one_line(monkeypatch):
+    """Precision is part of a run's identity, so no silent fp32 fallback: a stop, before work."""
+    from stn_repro.errors import UserError
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(speed.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "avx512f"})
+    with pytest.raises(UserError, match="no bfloat16 instructions .*use schedule.precision=fp32"):
+        speed.check_precision("bf16", cpu)
+    speed.check_precision("fp32", cpu)  # fine
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
+    speed.check_precision("bf16", cpu)
+    monkeypatch.setattr(speed, "cpu_flags", lambda: None)  # unknown: let torch decide
+    speed.check_precision("bf16", cpu)
+
+
+def test_compile_without_a_cpp_compiler_trains_uncompiled_with_one_warning(monkeypatch, capsys):
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(speed.shutil, "which", lambda name: None)
+    model = torch.nn.Linear(3, 2)
+    net = speed.compiled(model, OmegaConf.create({"compile": True}), torch.device("cpu"))
+    assert net is model
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "needs a C++ compiler" in err[0] and "training uncompiled" in err[0]

@@ -61,16 +61,23 @@ def batch_indices(n: int, batch_size: int, iteration: int, seed: int,
 
 
 class MemoryFeed:
-    """Generated splits held in memory (``train`` and ``test``; no validation split), on the
-    training device: a batch is an index into them, with no copy from the host."""
+    """Generated splits held in memory (``train``, ``test`` and, with ``dataset.validation=N``,
+    ``val``: the last N training digits, drawn once and never trained on), on the training
+    device: a batch is an index into them, with no copy from the host."""
 
     def __init__(self, cfg: DictConfig, device: torch.device):
         paths, schedule = cfg.paths, cfg.schedule
         self.cfg, self.device = cfg, device
         self.fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions each epoch
-        self.train = self.train_split(0 if self.fresh else None)
+        self.held = int(cfg.dataset.get("validation") or 0)
         self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
                                           limit=schedule.test_limit).to(device)}  # fmt: skip
+        if self.held:
+            full = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir)
+            self.digits = len(full)  # the training digits, held-out ones included
+            val = head(full, self.digits - self.held, tail=True)
+            self.splits["val"] = head(val, schedule.test_limit or self.held).to(device)
+        self.train = self.train_split(0 if self.fresh else None)
         self.inputs = make_inputs(cfg.dataset)
         self.train_size = len(self.train)
         self.sample_shape = tuple(self.batch(self.train, slice(0, 1))[0].shape[1:])
@@ -86,10 +93,14 @@ class MemoryFeed:
         return self.inputs(split.images[idx], split.params[idx]), split.labels[idx]
 
     def train_split(self, epoch: int | None) -> Split:
-        """The training split (``epoch``: that epoch's fresh draws; None: the cached one)."""
+        """The training split (``epoch``: that epoch's fresh draws; None: the cached one), less
+        the held-out digits."""
         cfg = self.cfg
-        return load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
-                          epoch=epoch, limit=cfg.schedule.train_limit).to(self.device)  # fmt: skip
+        split = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
+                           epoch=epoch, limit=cfg.schedule.train_limit)  # fmt: skip
+        if self.held:
+            split = head(split, self.digits - self.held)
+        return split.to(self.device)
 
     def train_batches(self, start: int, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         """With fresh draws each epoch, the next epoch's split is generated in a background
@@ -125,6 +136,12 @@ class MemoryFeed:
     def preview(self, n: int) -> tuple[Tensor, Tensor]:
         """The first ``n`` test samples."""
         return self.batch(self.splits["test"], slice(0, n))
+
+
+def head(split: Split, n: int, tail: bool = False) -> Split:
+    """The first ``n`` samples of ``split`` (``tail``: those after them)."""
+    cut = slice(n, None) if tail else slice(0, n)
+    return Split(split.images[cut], split.labels[cut], split.params[cut])
 
 
 def quiet_worker(_: int) -> None:

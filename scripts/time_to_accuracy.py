@@ -1,0 +1,42 @@
+"""Time to accuracy of a table column: every row's watched error against training minutes.
+
+    python scripts/time_to_accuracy.py table1_rts [--schedule fast] [--seed 1]
+        [--outputs outputs] [--out outputs/figures/time_to_accuracy-table1_rts-fast.png]
+
+Writes the figure and, beside it, a Markdown table (.md) of each row's last error and the
+minutes it took to reach the paper's number; prints the table. Runs still training are drawn
+from their last checkpoint. Tune on validation digits (``dataset.validation=5000``): without
+them the curve follows the test digits, which must then only be reported, never tuned on.
+"""
+
+import argparse
+from pathlib import Path
+
+from stn_repro.time_to_accuracy import column_curves, draw, summary
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("experiment", help="a table column, e.g. table1_rts")
+    parser.add_argument("--schedule", default="fast")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--outputs", type=Path, default=Path("outputs"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    exp, curves = column_curves(args.outputs, args.experiment, args.schedule, args.seed)
+    if not curves:
+        raise SystemExit(f"no run of {args.experiment} ({args.schedule}, seed {args.seed}) has "
+                         f"recorded a curve under {args.outputs / 'runs'}")  # fmt: skip
+    out = args.out or (args.outputs / "figures" /
+                       f"time_to_accuracy-{args.experiment}-{args.schedule}.png")  # fmt: skip
+    title = f"{exp.table} {exp.column}: {args.schedule}, seed {args.seed}"
+    draw(curves, title, out)
+    table = summary(curves)
+    out.with_suffix(".md").write_text(f"# {title}\n\n{table}\n")
+    print(table)
+    print(f"figure: {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

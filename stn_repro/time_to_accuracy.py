@@ -1,0 +1,114 @@
+"""Time to accuracy: each row of a table column, its watched error (validation digits when the
+run holds some out, else test) against training minutes, beside the paper's number.
+
+Reads the curve every run records (``metrics.json``'s ``curve``, or an unfinished run's
+checkpoint), one run per row: the seed asked for, in the row's most recently written config
+folder. Draws one figure per column (log error axis) and a Markdown table of the minutes each
+row took to reach its paper number.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from .config import CONF_DIR, slug
+from .files import CorruptFile, read_json, unseal
+from .paper import paper_value
+
+
+@dataclass
+class RowCurve:
+    row: str
+    paper: float | None
+    split: str  # the split the curve follows: val or test
+    points: list[dict]  # {"iteration", "seconds", "images", "error"}
+    finished: bool
+
+    def minutes_to_paper(self) -> float | None:
+        """Training minutes to the first point at or below the paper's number (None: never)."""
+        if self.paper is None:
+            return None
+        hit = next((p for p in self.points if p["error"] <= self.paper), None)
+        return None if hit is None else hit["seconds"] / 60
+
+
+def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
+    """``(curve, split, finished)`` of a run directory, from its metrics or its checkpoint."""
+    try:
+        metrics = read_json(seed_dir / "metrics.json")
+        return metrics.get("curve", []), metrics.get("curve_split", "test"), True
+    except (CorruptFile, FileNotFoundError):
+        pass
+    path = seed_dir / "checkpoint.pt"
+    if not path.exists():
+        return None
+    try:
+        ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+    except (CorruptFile, RuntimeError, EOFError, OSError):
+        return None
+    return ckpt.get("curve", []), "val or test", False
+
+
+def column_curves(output_dir: Path, experiment: str, schedule: str, seed: int) -> tuple[dict,
+                                                                                        list]:  # fmt: skip
+    """``(experiment config, [RowCurve per row with a run])`` of one column."""
+    exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
+    curves = []
+    for row in exp.rows:
+        seeds = sorted((output_dir / "runs" / experiment / schedule / slug(row.name)).glob(
+            f"*/seed{seed}"), key=lambda p: p.stat().st_mtime)  # fmt: skip
+        found = read_curve(seeds[-1]) if seeds else None
+        if found and found[0]:
+            points, split, finished = found
+            paper = paper_value(exp.table, row.name, exp.column)
+            curves.append(RowCurve(row.name, paper, split, points, finished))
+    return exp, curves
+
+
+def draw(curves: list[RowCurve], title: str, path: Path) -> Path:
+    """One figure: error (log) against training minutes, a line per row, its paper number
+    dashed in the same colour."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for k, curve in enumerate(curves):
+        colour = f"C{k % 10}"
+        minutes = [p["seconds"] / 60 for p in curve.points]
+        errors = [max(p["error"], 1e-2) for p in curve.points]
+        label = curve.row + ("" if curve.finished else " (running)")
+        ax.plot(minutes, errors, "-o", color=colour, markersize=3, label=label)
+        if curve.paper is not None:
+            ax.axhline(curve.paper, color=colour, linestyle="--", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("training minutes")
+    splits = sorted({c.split for c in curves})
+    ax.set_ylabel(f"% error ({', '.join(splits)}); dashed: the paper's test error")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def summary(curves: list[RowCurve]) -> str:
+    """A Markdown table: each row's last error, its paper number, minutes to reach it."""
+    lines = ["| Row | Paper | Ours (last point) | Split | Iterations | Minutes | Minutes to paper |",
+             "|---|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+    for c in curves:
+        last, reach = c.points[-1], c.minutes_to_paper()
+        paper = "-" if c.paper is None else f"{c.paper:.1f}"
+        lines.append(
+            f"| {c.row} | {paper} | {last['error']:.2f} | {c.split} | {last['iteration']:,} | "
+            f"{last['seconds'] / 60:.1f} | {'-' if reach is None else f'{reach:.1f}'} |"
+        )
+    return "\n".join(lines)

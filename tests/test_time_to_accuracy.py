@@ -1,0 +1,36 @@
+"""The time-to-accuracy figure of a table column, from the curves its runs record."""
+
+from __future__ import annotations
+
+import runpy
+
+from stn_repro.config import PACKAGE_ROOT
+from stn_repro.time_to_accuracy import RowCurve, column_curves
+
+
+def test_minutes_to_the_paper_are_read_off_the_first_point_at_or_below_it():
+    points = [{"iteration": i, "seconds": 60.0 * i, "images": 256 * i, "error": e}
+              for i, e in ((1, 9.0), (2, 4.0), (3, 5.5), (4, 3.0))]  # fmt: skip
+    assert RowCurve("FCN", 5.2, "val", points, True).minutes_to_paper() == 2.0
+    assert RowCurve("FCN", 1.0, "val", points, True).minutes_to_paper() is None
+    assert RowCurve("X", None, "val", points, True).minutes_to_paper() is None
+
+
+def test_a_smoke_column_draws_its_figure_and_table(compose_cfg, smoke, tmp_path):
+    from hydra import compose
+
+    from stn_repro.cli import run
+
+    overrides = [*smoke, "experiment=table1_tc", "experiment.seeds=[1]", "dataset.validation=20",
+                 "schedule.log.eval_every=2"]  # fmt: skip
+    run(compose("config", overrides=overrides), overrides)
+    outputs = tmp_path / "outputs"
+    _, curves = column_curves(outputs, "table1_tc", "smoke", 1)
+    assert [c.row for c in curves] == ["FCN", "CNN", "ST-FCN Aff", "ST-CNN Aff"]
+    assert all(c.split == "val" and len(c.points) == 3 and c.finished for c in curves)
+    assert curves[0].paper == 13.2  # Sect. 4.1's TC FCN
+    script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
+    out = script["main"](["table1_tc", "--schedule", "smoke", "--outputs", str(outputs)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = out.with_suffix(".md").read_text()
+    assert "| ST-CNN Aff | 1.7 |" in table and "| val | 6 |" in table
