@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, slug
 from .files import CorruptFile, read_json, unseal
@@ -54,8 +54,8 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
     return ckpt.get("curve", []), "val or test", False
 
 
-def column_curves(output_dir: Path, experiment: str, schedule: str, seed: int) -> tuple[dict,
-                                                                                        list]:  # fmt: skip
+def column_curves(output_dir: Path, experiment: str, schedule: str,
+                  seed: int) -> tuple[DictConfig, list[RowCurve]]:  # fmt: skip
     """``(experiment config, [RowCurve per row with a run])`` of one column."""
     exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
     curves = []
@@ -102,8 +102,8 @@ def draw(curves: list[RowCurve], title: str, path: Path) -> Path:
 
 def summary(curves: list[RowCurve]) -> str:
     """A Markdown table: each row's last error, its paper number, minutes to reach it."""
-    lines = ["| Row | Paper | Ours (last point) | Split | Iterations | Minutes | Minutes to paper |",
-             "|---|---:|---:|---|---:|---:|---:|"]  # fmt: skip
+    lines = ["| Row | Paper | Ours (last point) | Split | Iterations | Minutes | "
+             "Minutes to paper |", "|---|---:|---:|---|---:|---:|---:|"]  # fmt: skip
     for c in curves:
         last, reach = c.points[-1], c.minutes_to_paper()
         paper = "-" if c.paper is None else f"{c.paper:.1f}"

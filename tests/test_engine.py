@@ -247,8 +247,9 @@ def test_held_out_digits_are_the_validation_split_and_never_trained_on(compose_c
 
     _, labels = load_mnist(PACKAGE_ROOT / "datasets", "train")
     for fresh in ("false", "true"):
-        cfg = compose_cfg("dataset=mnist_r", "dataset.validation=100", "schedule.train_limit=null",
-                          "schedule.test_limit=null", f"dataset.fresh_each_epoch={fresh}")  # fmt: skip
+        cfg = compose_cfg("dataset=mnist_r", "dataset.validation=100",
+                          "schedule.train_limit=null", "schedule.test_limit=null",
+                          f"dataset.fresh_each_epoch={fresh}")  # fmt: skip
         feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
         assert len(feed.train) == 59_900 and len(feed.splits["val"]) == 100
         assert torch.equal(feed.splits["val"].labels, labels[-100:])
