@@ -568,7 +568,7 @@ def outcome(case: Case, code: int, err: str, recorded: bool) -> str:
     return "clear error" if case.message in lines[0] else "clear error, other words"
 
 
-def measure(checkout: Path) -> None:
+def measure(checkout: Path, only: list[str] | None = None) -> None:
     import os
     import subprocess
     import sys
@@ -593,7 +593,8 @@ def measure(checkout: Path) -> None:
 
     print("| case | arguments | outcome |\n|---|---|---|")
     good = 0
-    for case in CASES:
+    cases = [c for c in CASES if not only or c.id in only]
+    for case in cases:
         with tempfile.TemporaryDirectory() as name:
             tmp = Path(name)
             invoke = invoke_in(tmp)
@@ -614,7 +615,7 @@ def measure(checkout: Path) -> None:
             found = outcome(case, code, err, recorded)
             good += found == ("recovered" if case.expect == "recovered" else "clear error")
             print(f"| {case.id} | `{shown}` | {found} |", flush=True)
-    print(f"\n{good} passed, {len(CASES) - good} failed")
+    print(f"\n{good} passed, {len(cases) - good} failed")
 
 
 def file_limit(size: int) -> Callable[[], None]:
@@ -630,6 +631,10 @@ def file_limit(size: int) -> Callable[[], None]:
 
 
 if __name__ == "__main__":
-    import sys
+    import argparse
 
-    measure(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]))
+    parser = argparse.ArgumentParser(description="Run the bad inputs through a checkout's CLI.")
+    parser.add_argument("checkout", nargs="?", type=Path, default=Path(__file__).parents[1])
+    parser.add_argument("--only", nargs="+", metavar="ID", help="these cases only")
+    args = parser.parse_args()
+    measure(args.checkout.resolve(), args.only)
