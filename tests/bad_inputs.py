@@ -366,9 +366,9 @@ CASES = [
         ["+dataset.num_classes=5"],
         "dataset.num_classes=5: the rts generator's labels take 10 classes",
     ),
-    Case("dataset-unknown", ["dataset=foo"], "Could not find 'dataset/foo'"),
+    Case("dataset-unknown", ["dataset=foo"], "dataset=foo: no such dataset"),
     # model
-    Case("model-unknown", ["model=resnet"], "Could not find 'model/resnet'"),
+    Case("model-unknown", ["model=resnet"], "model=resnet: no such model"),
     Case(
         "transform-without-st",
         ["model=cnn", "+model/transform=tps"],
@@ -382,7 +382,7 @@ CASES = [
     Case(
         "transform-unknown",
         ["model=st_cnn", "model/transform=foo"],
-        "Could not find 'model/transform/foo'",
+        "model/transform=foo: no such model/transform",
     ),
     Case(
         "tps-points-not-square",
@@ -398,7 +398,7 @@ CASES = [
     # experiments
     Case("row-without-experiment", ["row=3"], "need an experiment"),
     Case("table-only-without-experiment", ["table_only=true"], "need an experiment"),
-    Case("experiment-unknown", ["experiment=table1_foo"], "Could not find 'experiment/table1_foo'"),
+    Case("experiment-unknown", ["experiment=table1_foo"], "experiment=table1_foo: no such experiment"),
     Case("row-number-unknown", [E, "row=99"], "experiment table1_rts has no row 99; rows: 0='FCN'"),
     Case("row-name-unknown", [E, "row=nosuch"], "has no row 'nosuch'"),
     Case("seed-without-row", [E, "seed=5"], "seed=5 without row= would be ignored"),
@@ -418,7 +418,7 @@ CASES = [
     # other top-level keys
     Case("overwrite-not-bool", ["overwrite=maybe"], "overwrite=maybe: not a valid bool"),
     Case("progress-not-bool", ["progress=maybe"], "progress=maybe: not a valid bool"),
-    Case("schedule-unknown", ["schedule=foo"], "Could not find 'schedule/foo'"),
+    Case("schedule-unknown", ["schedule=foo"], "schedule=foo: no such schedule"),
     Case("override-unparsable", ["schedule.lr=="], "Error parsing override 'schedule.lr=='"),
     # output locations
     Case("output-dir-in-proc", ["paths.output_dir=/proc/x"], "choose a writable folder"),

@@ -190,7 +190,7 @@ def cli(*args, tmp_path):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["model=resnet"], "Could not find 'model/resnet'"),
+        (["model=resnet"], "model=resnet: no such model"),
         (["model=cnn", "+model/transform=tps"], "model cnn has no spatial transformer"),
         (["model=st_cnn", "model/transform=affine3d"], "transform affine3d is 3D but the data"),
         (["row=3"], "need an experiment"),
