@@ -407,3 +407,22 @@ def test_test_images_listed_for_exclusion_are_left_out(compose_cfg, tmp_path):
     with pytest.raises(UserError, match="exclude_test=.*nothing.txt: no such file"):
         cub_inputs(compose_cfg(*base, f"dataset.params.exclude_test={tmp_path}/nothing.txt")
                    .dataset, SAMPLE)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["cub_cnn", "cub_st"])
+def test_dropout_07_sits_right_before_the_200_way_classifier(compose_cfg, name):
+    """A.6: "dropout of 0.7 was used before the 200-way classification layer", in every row."""
+    cfg = compose_cfg("dataset=cub", f"model={name}", "model.pretrained=false",
+                      "model.part_size=32")  # fmt: skip
+    assert cfg.model.dropout == 0.7
+    model = build_model(cfg.model, DataSpec((3, 64, 64), 200))
+    drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [d.p for d in drops if d is model.dropout] == [0.7]
+    assert model.classifier.out_features == 200
+    seen = []
+    model.dropout.register_forward_hook(lambda *_: seen.append("dropout"))
+    model.classifier.register_forward_hook(lambda *_: seen.append("classifier"))
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+    assert seen == ["dropout", "classifier"]

@@ -103,3 +103,26 @@ def test_table1s_paper_schedule_draws_distortions_anew_each_epoch(compose_cfg, c
     assert not composed(compose_cfg, experiment, "schedule=fast").dataset.fresh_each_epoch
     fixed = composed(compose_cfg, experiment, "schedule=paper", "dataset.fresh_each_epoch=false")
     assert not fixed.dataset.fresh_each_epoch
+
+
+@pytest.mark.parametrize(("option", "expected"), [
+    # A.4: "SGD for 150k iterations ... 256 batch size, 0.01 base learning rate, no weight decay
+    # ... learning rate reduced by a factor of ten every 50k iterations"
+    ("paper", {"optimizer": "sgd", "iterations": 150000, "batch_size": 256, "lr": 0.01,
+               "weight_decay": 0.0, "lr_steps": [50000, 100000], "lr_decay": 0.1,
+               "loc_lr_scale": 1.0}),
+    # A.5: "400k iterations with SGD (128 batch size), ... base learning rate of 0.01 decreased by
+    # a factor of ten every 80k iterations, weight decay set to 0.0005 ... a tenth"
+    ("paper_svhn", {"optimizer": "sgd", "iterations": 400000, "batch_size": 128, "lr": 0.01,
+                    "weight_decay": 0.0005, "lr_steps": [80000, 160000, 240000, 320000],
+                    "lr_decay": 0.1, "loc_lr_scale": 0.1}),
+    # A.6: "30k iterations with SGD (batch size 256) ... initial learning rate of 0.1, reduced by
+    # a factor of 10 after 10k, 20k, and 25k ... multiplied by 10^{-4} ... 10^{-5}"
+    ("paper_cub", {"optimizer": "sgd", "iterations": 30000, "batch_size": 256, "lr": 0.1,
+                   "weight_decay": 0.00001, "lr_steps": [10000, 20000, 25000], "lr_decay": 0.1,
+                   "loc_lr_scale": 0.0001}),
+])  # fmt: skip
+def test_the_paper_schedules_are_the_appendixs_numbers(option, expected):
+    found = schedule_file(option)
+    assert {k: found[k] for k in expected} == expected
+    assert found["lr_policy"] == "step"
