@@ -398,7 +398,7 @@ CASES = [
     # experiments
     Case("row-without-experiment", ["row=3"], "need an experiment"),
     Case("table-only-without-experiment", ["table_only=true"], "need an experiment"),
-    Case("experiment-unknown", ["experiment=table1_foo"], "experiment=table1_foo: no such experiment"),
+    Case("experiment-unknown", ["experiment=table1_foo"], "experiment=table1_foo: no such"),
     Case("row-number-unknown", [E, "row=99"], "experiment table1_rts has no row 99; rows: 0='FCN'"),
     Case("row-name-unknown", [E, "row=nosuch"], "has no row 'nosuch'"),
     Case("seed-without-row", [E, "seed=5"], "seed=5 without row= would be ignored"),
