@@ -70,14 +70,15 @@ class MemoryFeed:
         self.cfg, self.device = cfg, device
         self.fresh = bool(cfg.dataset.fresh_each_epoch)  # new distortions each epoch
         self.held = int(cfg.dataset.get("validation") or 0)
-        self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
-                                          limit=schedule.test_limit).to(device)}  # fmt: skip
         if self.held:
             full = load_split(cfg.dataset, "train", paths.data_dir, paths.cache_dir)
             self.digits = len(full)  # the training digits, held-out ones included
             val = head(full, self.digits - self.held, tail=True)
-            self.splits["val"] = head(val, schedule.test_limit or self.held).to(device)
         self.train = self.train_split(0 if self.fresh else None)
+        self.splits = {"test": load_split(cfg.dataset, "test", paths.data_dir, paths.cache_dir,
+                                          limit=schedule.test_limit).to(device)}  # fmt: skip
+        if self.held:
+            self.splits["val"] = head(val, schedule.test_limit or self.held).to(device)
         self.inputs = make_inputs(cfg.dataset)
         self.train_size = len(self.train)
         self.sample_shape = tuple(self.batch(self.train, slice(0, 1))[0].shape[1:])
