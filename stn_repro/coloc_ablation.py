@@ -30,6 +30,7 @@ VARIANTS: dict[str, list[str]] = {
         "coloc.min_scale=0.333"],
     "+ margin 4000 (the hinge stays active)": ["coloc=as_written", "coloc.margin=4000"],
     "+ all pairs of the step's images": ["coloc=as_written", "coloc.pairing=all"],
+    "+ Adam instead of SGD": ["coloc=as_written", "coloc.optimizer=adam"],
     "+ lr 2e-3 with cosine decay": ["coloc=as_written", "coloc.lr=0.002",
                                     "coloc.lr_decay=cosine"],
     "+ leaky ReLUs in the localisation net": ["coloc=as_written",
