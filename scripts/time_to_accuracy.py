@@ -12,6 +12,7 @@ them the curve follows the test digits, which must then only be reported, never 
 import argparse
 from pathlib import Path
 
+from stn_repro.errors import UserError
 from stn_repro.time_to_accuracy import column_curves, draw, summary
 
 
@@ -23,7 +24,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
-    exp, curves = column_curves(args.outputs, args.experiment, args.schedule, args.seed)
+    try:
+        exp, curves = column_curves(args.outputs, args.experiment, args.schedule, args.seed)
+    except UserError as err:
+        raise SystemExit(f"time_to_accuracy: error: {err}") from None
     if not curves:
         raise SystemExit(f"no run of {args.experiment} ({args.schedule}, seed {args.seed}) has "
                          f"recorded a curve under {args.outputs / 'runs'}")  # fmt: skip

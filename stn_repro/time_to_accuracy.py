@@ -17,6 +17,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, slug
+from .errors import UserError
 from .files import CorruptFile, read_json, unseal
 from .paper import paper_value
 
@@ -49,15 +50,20 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
         return None
     try:
         ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+        held = OmegaConf.load(seed_dir / "config.yaml").dataset.get("validation")
     except (CorruptFile, RuntimeError, EOFError, OSError):
         return None
-    return ckpt.get("curve", []), "val or test", False
+    return ckpt.get("curve", []), "val" if held else "test", False
 
 
 def column_curves(output_dir: Path, experiment: str, schedule: str,
                   seed: int) -> tuple[DictConfig, list[RowCurve]]:  # fmt: skip
     """``(experiment config, [RowCurve per row with a run])`` of one column."""
-    exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
+        raise UserError(f"no experiment {experiment!r} (choose from {known})")
+    exp = OmegaConf.load(path).experiment
     curves = []
     for row in exp.rows:
         seeds = sorted((output_dir / "runs" / experiment / schedule / slug(row.name)).glob(

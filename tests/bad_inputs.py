@@ -593,6 +593,9 @@ def measure(checkout: Path, only: list[str] | None = None) -> None:
 
     print("| case | arguments | outcome |\n|---|---|---|")
     good = 0
+    unknown = set(only or ()) - {c.id for c in CASES}
+    if unknown:
+        raise SystemExit(f"no such case: {', '.join(sorted(unknown))}")
     cases = [c for c in CASES if not only or c.id in only]
     for case in cases:
         with tempfile.TemporaryDirectory() as name:

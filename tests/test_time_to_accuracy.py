@@ -34,3 +34,15 @@ def test_a_smoke_column_draws_its_figure_and_table(compose_cfg, smoke, tmp_path)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = out.with_suffix(".md").read_text()
     assert "| ST-CNN Aff | 1.7 |" in table and "| val | 6 |" in table
+    [metrics] = (outputs / "runs" / "table1_tc" / "smoke" / "fcn").glob("*/seed1/metrics.json")
+    metrics.unlink()  # as if still training: read from its checkpoint
+    _, curves = column_curves(outputs, "table1_tc", "smoke", 1)
+    assert (curves[0].split, curves[0].finished, len(curves[0].points)) == ("val", False, 2)
+
+
+def test_an_unknown_experiment_is_one_line(tmp_path):
+    import pytest
+
+    script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
+    with pytest.raises(SystemExit, match="no experiment 'table1_xx' .choose from fig_3d"):
+        script["main"](["table1_xx", "--outputs", str(tmp_path)])
