@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from . import distributed, signals, speed
 from .config import config_hash
-from .data.feeds import make_feed, source_key
+from .data.feeds import make_feed, source_inputs
 from .distributed import ALONE, Ranks
 from .errors import UserError
 from .files import write_atomic, write_json
@@ -288,7 +288,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     if cfg.get("overwrite") and where.main:
         clear_run(run_dir)
     distributed.barrier(where)  # rank 0 holds the run's lock (and has cleared it): read it
-    data_key = source_key(cfg)  # the original files' identity (None: generated MNIST sets)
+    inputs = source_inputs(cfg)  # the original files, read (None: generated MNIST sets) ...
+    data_key = inputs[0] if inputs else None  # ... and their identity
     done = finished_metrics(run_dir, cfg, chash, data_key)
     if done is not None:
         return done
@@ -301,7 +302,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     ckpt = load_checkpoint(run_dir, cfg, chash, data_key)
 
     # ---- data and task ---------------------------------------------------------------------
-    feed = make_feed(cfg, device)  # in memory (generated MNIST) or HDF5 stores + DataLoader
+    feed = make_feed(cfg, device, inputs)  # in memory (generated MNIST) or HDF5 + DataLoader
     task = TASKS[cfg.dataset.task]
     watch = "val" if "val" in feed.splits else "test"  # evaluated during training
     spec = DataSpec(feed.sample_shape, int(cfg.dataset.num_classes),

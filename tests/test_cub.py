@@ -322,11 +322,14 @@ def test_window_boxes_are_drawn_for_grey_mnist_attention_models(compose_cfg, tmp
 
 
 def test_the_data_key_follows_the_metadata_files(compose_cfg, tmp_path):
-    """A run records the key of the files it read (``source_key``); an edited split file (here
+    """A run records the key of the files it read (``source_inputs``); an edited split file (here
     one image moved to the test split) is other data."""
     import shutil
 
-    from stn_repro.data.feeds import source_key
+    from stn_repro.data.feeds import source_inputs
+
+    def source_key(cfg):
+        return source_inputs(cfg)[0]
 
     need_sample()
     folder = tmp_path / "CUB" / "CUB_200_2011"
@@ -341,7 +344,7 @@ def test_the_data_key_follows_the_metadata_files(compose_cfg, tmp_path):
     assert lines[1] == "2 1\n"
     split.write_text("".join([lines[0], "2 0\n", *lines[2:]]))
     assert source_key(cfg) != before
-    assert source_key(compose_cfg("dataset=mnist_rts")) is None
+    assert source_inputs(compose_cfg("dataset=mnist_rts")) is None
 
 
 def test_stores_keep_each_photographs_aspect_and_crops_come_from_all_of_it(compose_cfg):

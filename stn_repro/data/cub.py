@@ -64,7 +64,8 @@ def read_metadata(folder: Path) -> Metadata:
     ids = sorted(paths)
     for name, column, allowed in (("image_class_labels.txt", labels, range(1, NUM_CLASSES + 1)),
                                   ("train_test_split.txt", split, ("0", "1"))):  # fmt: skip
-        bad = next((i for i in ids if column[i] not in map(str, allowed)), None)
+        values = set(map(str, allowed))
+        bad = next((i for i in ids if column[i] not in values), None)
         if bad is not None:
             raise UserError(f"{folder / name}: image {bad} has {column[bad]!r}, not one of "
                             f"{allowed[0]}-{allowed[-1]}; correct that line or extract "
@@ -222,7 +223,8 @@ def present_classes(meta: Metadata, present: np.ndarray) -> str:
                      for r in runs[:3])  # fmt: skip
 
 
-def prepare_cub(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
+def prepare_cub(cfg, root: str | Path, cache_dir: str | Path, workers: int,
+                inputs: tuple | None = None) -> dict:
     """Preprocess CUB once into stores (``train``, ``val`` (empty), ``test``) and return their
     info (``stored.prepared_stores``).
 
@@ -235,7 +237,7 @@ def prepare_cub(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> d
     from .stored import prepared_stores
 
     p = cfg.params
-    key, folder, meta, splits = cub_inputs(cfg, root)
+    key, folder, meta, splits = inputs or cub_inputs(cfg, root)  # (already read: ``inputs``)
 
     def build() -> tuple[dict, dict]:
         paths = [folder / "images" / p for p in meta.paths]

@@ -212,7 +212,7 @@ class FileFeed:
     their info (``stored.prepared_stores``: ``stores``, ``counts``, pixel statistics, and what
     the source adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
 
-    def __init__(self, cfg: DictConfig, device: torch.device):
+    def __init__(self, cfg: DictConfig, device: torch.device, inputs: tuple | None = None):
         from .cub import prepare_cub
         from .gtsrb import prepare_gtsrb
         from .svhn import prepare_svhn
@@ -224,7 +224,7 @@ class FileFeed:
         data, schedule = cfg.dataset, cfg.schedule
         self.workers = int(cfg.workers)
         root = cfg.paths[f"{data.source}_dir"]  # where the source's original files are
-        self.info = prepare(data, root, cfg.paths.cache_dir, self.workers)
+        self.info = prepare(data, root, cfg.paths.cache_dir, self.workers, inputs)
         self.normalise, normalised = input_normalisation(data.params, self.info)
         crop, flip = data.params.get("random_crop"), bool(data.params.get("flip"))
         self.stores = {}
@@ -285,10 +285,12 @@ class FileFeed:
         return self.to_device(torch.stack(images), torch.stack(labels))
 
 
-def source_key(cfg: DictConfig) -> str | None:
-    """The key of the stores a run on original files reads (``<source>_inputs``: it changes
-    with the config and with the files in ``cfg.paths.<source>_dir``), computed without
-    preprocessing; None for generated MNIST sets (the checked MNIST files and the config)."""
+def source_inputs(cfg: DictConfig) -> tuple | None:
+    """What ``<source>_inputs`` reads of a run's original files, without preprocessing: first
+    the key of the stores made from them (it changes with the config and with the files in
+    ``cfg.paths.<source>_dir``), then what preparing them needs (``make_feed`` takes it, so
+    they are read once); None for generated MNIST sets (the checked MNIST files and the
+    config)."""
     from .cub import cub_inputs
     from .gtsrb import gtsrb_inputs
     from .svhn import svhn_inputs
@@ -297,9 +299,12 @@ def source_key(cfg: DictConfig) -> str | None:
     if source == "mnist":
         return None
     inputs = {"svhn": svhn_inputs, "gtsrb": gtsrb_inputs, "cub": cub_inputs}[source]
-    return inputs(cfg.dataset, cfg.paths[f"{source}_dir"])[0]
+    return inputs(cfg.dataset, cfg.paths[f"{source}_dir"])
 
 
-def make_feed(cfg: DictConfig, device: torch.device):
-    """The feed for ``cfg.dataset``: in memory for generated MNIST sets, from files else."""
-    return MemoryFeed(cfg, device) if cfg.dataset.source == "mnist" else FileFeed(cfg, device)
+def make_feed(cfg: DictConfig, device: torch.device, inputs: tuple | None = None):
+    """The feed for ``cfg.dataset``: in memory for generated MNIST sets, from files else
+    (``inputs``: ``source_inputs(cfg)`` when already read)."""
+    if cfg.dataset.source == "mnist":
+        return MemoryFeed(cfg, device)
+    return FileFeed(cfg, device, inputs)

@@ -280,7 +280,8 @@ def gtsrb_inputs(cfg, root: str | Path) -> tuple[str, list, list | None]:
     return key, signs, tests
 
 
-def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
+def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int,
+                  inputs: tuple | None = None) -> dict:
     """Preprocess GTSRB once into stores (``train``, ``val``, ``test``) and return their info
     (``stored.prepared_stores``). The stores are remade when ``gtsrb_inputs``'s key changes.
 
@@ -291,7 +292,7 @@ def prepare_gtsrb(cfg, root: str | Path, cache_dir: str | Path, workers: int) ->
     from .stored import prepared_stores
 
     p = cfg.params
-    key, signs, tests = gtsrb_inputs(cfg, root)
+    key, signs, tests = inputs or gtsrb_inputs(cfg, root)  # (already read: ``inputs``)
 
     def build() -> tuple[dict, dict]:
         splits = split_by_track(signs, p.val_fraction, p.test_fraction, cfg.seed)

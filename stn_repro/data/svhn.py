@@ -280,7 +280,8 @@ def svhn_inputs(cfg, root: str | Path) -> tuple[str, dict[str, Path], dict[str, 
     return key, folders, md5s
 
 
-def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> dict:
+def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int,
+                 inputs: tuple | None = None) -> dict:
     """Preprocess SVHN once into stores (``train``, ``val``, ``test``) and return their info
     (``stored.prepared_stores``) with ``dropped`` (per part) and ``dropped_what``.
 
@@ -291,7 +292,7 @@ def prepare_svhn(cfg, root: str | Path, cache_dir: str | Path, workers: int) -> 
     from .stored import prepared_stores
 
     p = cfg.params
-    key, folders, md5s = svhn_inputs(cfg, root)
+    key, folders, md5s = inputs or svhn_inputs(cfg, root)  # (already read: ``inputs``)
 
     def build() -> tuple[dict, dict]:
         split_entries, dropped = {}, {}
