@@ -298,7 +298,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
                         f"{where.world} processes; choose a multiple of {where.world}")  # fmt: skip
     device = pick_device(cfg.device, where)
-    speed.check_precision(schedule.precision, device)
+    precision = speed.resolve_precision(schedule.precision, device)  # auto: bf16 or fp32
     ckpt = load_checkpoint(run_dir, cfg, chash, data_key)
 
     # ---- data and task ---------------------------------------------------------------------
@@ -312,7 +312,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, spec).to(device)
     speed.prepare(model, cfg.speed)  # memory layout
-    speed.set_precision(schedule.precision)
+    speed.set_precision(precision)
     optimizer = make_optimizer(model, schedule)
     start, elapsed = 0, 0.0
     curve: list[dict] = []  # the watched split's error against training time and images seen
@@ -328,7 +328,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
         torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)  # each rank its own dropout draws
     net = speed.compiled(net, cfg.speed, device)
-    forward_precision = speed.autocast(schedule.precision, device)
+    forward_precision = speed.autocast(precision, device)
 
     writer = NoWriter()
     if where.main:
@@ -476,6 +476,7 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
         "config_hash": chash,
         "data_key": data_key,  # the original files' identity (None: generated MNIST sets)
         "device": str(device),
+        "precision": precision,  # as computed (schedule.precision=auto: bf16 or fp32)
         "processes": where.world,  # training it together (torchrun)
         "torch": torch.__version__,
         "code": code_version(),

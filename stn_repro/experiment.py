@@ -57,8 +57,8 @@ def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
 def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     """The run's config, validated: the command line's overrides (less the selectors), the
     row's, the seed, the experiment's own schedule of the chosen name (``schedules``) and its
-    overrides for that schedule (``per_schedule``, less any key the command line sets itself:
-    the command line wins)."""
+    and the row's overrides for that schedule (``per_schedule``, the row's after the
+    experiment's, less any key the command line sets itself: the command line wins)."""
     from hydra import compose
 
     given = [o for o in overrides if key_of(o) not in SELECTORS]
@@ -66,7 +66,9 @@ def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     cfg = compose("config", overrides=run)
     chosen = [o.split("=", 1)[1] for o in run if key_of(o) == "schedule"]
     own = own_schedule(cfg.experiment, chosen[-1] if chosen else None, cfg.schedule.name)
-    extra = cfg.experiment.get("per_schedule", {}).get(cfg.schedule.name) or []
+    name = cfg.schedule.name
+    extra = [*(cfg.experiment.get("per_schedule", {}).get(name) or []),
+             *(row.get("per_schedule", {}).get(name) or [])]  # fmt: skip
     keys = {key_of(g) for g in given}
     extra = [o for o in extra if key_of(o) not in keys]
     if own:

@@ -111,8 +111,9 @@ class Schedule:
     loc_lr_scale: float = checked(at_least(0))
     train_limit: int | None = checked(at_least(1), None)
     test_limit: int | None = checked(at_least(1), None)
-    # fp32; tf32 (GPU matmuls and convolutions in TF32); bf16 (autocast to bfloat16)
-    precision: str = checked(one_of("fp32", "tf32", "bf16"), "fp32")
+    # fp32; tf32 (GPU matmuls and convolutions in TF32); bf16 (autocast to bfloat16); auto
+    # (bf16 where the device computes it natively, else fp32)
+    precision: str = checked(one_of("fp32", "tf32", "bf16", "auto"), "fp32")
     log: Log = field(default_factory=Log)
 
 
@@ -163,6 +164,7 @@ class Model:
 class Row:
     name: str = MISSING
     overrides: list[str] = field(default_factory=list)
+    per_schedule: dict[str, list[str]] = field(default_factory=dict)  # e.g. this row's budget
 
 
 @dataclass

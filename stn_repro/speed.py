@@ -39,22 +39,41 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 """x86 instructions that compute bfloat16 natively; without them torch emulates it, slower."""
 
 
-def check_precision(precision: str, device: torch.device) -> None:
-    """Stop before work when ``precision`` cannot run as asked here: bf16 on an x86 CPU
-    without bfloat16 instructions (torch would emulate it, slower than fp32), or on a GPU
-    without bfloat16 support. (A fallback to fp32 would train another run than the one named:
-    precision is part of a run's identity.)"""
-    if precision != "bf16":
-        return
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise UserError(f"schedule.precision=bf16: {torch.cuda.get_device_name(device)} has no "
-                        "bfloat16 support; use schedule.precision=fp32 (or tf32)")  # fmt: skip
-    x86 = platform.machine() in ("x86_64", "AMD64")
-    flags = cpu_flags() if device.type == "cpu" and x86 else None
-    if flags is not None and not flags & set(BF16_FLAGS):
-        raise UserError("schedule.precision=bf16: this CPU has no bfloat16 instructions ("
-                        f"{' or '.join(BF16_FLAGS)}), so torch would emulate them, slower than "
-                        "fp32; use schedule.precision=fp32")  # fmt: skip
+def bf16_native(device: torch.device) -> bool | None:
+    """Whether ``device`` computes bfloat16 natively: a GPU with bfloat16 support, an x86 CPU
+    with bfloat16 instructions (without them torch emulates it, slower than fp32); None where
+    it cannot be told (another CPU, or its flags unreadable)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    flags = cpu_flags()
+    return None if flags is None else bool(flags & set(BF16_FLAGS))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run computes in on ``device``. ``auto`` (a recipe's choice) is bf16
+    where the device computes bfloat16 natively, else fp32, said in one line; an explicit
+    ``bf16`` the device lacks stops before work (a silent fallback would train another run
+    than the one named); where it cannot be told, ``bf16`` is left to torch."""
+    if precision not in ("bf16", "auto"):
+        return precision
+    native = bf16_native(device)
+    if device.type == "cuda":
+        lacking = f"{torch.cuda.get_device_name(device)} has no bfloat16 support"
+    else:
+        lacking = f"this CPU has no bfloat16 instructions ({' or '.join(BF16_FLAGS)})"
+    if precision == "auto":
+        if native:
+            return "bf16"
+        why = lacking if native is False else "no sign that this CPU computes bfloat16 natively"
+        warn(f"schedule.precision=auto: {why}, so this run trains in fp32")
+        return "fp32"
+    if native is False:
+        fallback = "fp32 (or tf32)" if device.type == "cuda" else "fp32"
+        raise UserError(f"schedule.precision=bf16: {lacking}, so torch would emulate it, slower "
+                        f"than fp32; use schedule.precision={fallback} or auto")  # fmt: skip
+    return "bf16"
 
 
 def autocast(precision: str, device: torch.device):

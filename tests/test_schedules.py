@@ -126,3 +126,51 @@ def test_the_paper_schedules_are_the_appendixs_numbers(option, expected):
     found = schedule_file(option)
     assert {k: found[k] for k in expected} == expected
     assert found["lr_policy"] == "step"
+
+
+@pytest.mark.parametrize("column", ["r", "rts", "p", "e", "tc"])
+def test_table1s_default_is_the_cpu_recipe_with_each_rows_budget(compose_cfg, column):
+    """`stn-repro experiment=table1_<column>` trains with our CPU recipe: new distortions each
+    epoch, 5,000 held-out digits, channels-last, and each row its own budget (the command line
+    still wins, and `schedule=fast` is the same run as before)."""
+    experiment = f"table1_{column}"
+    exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
+    base = {"optimizer": "adam", "batch_size": 128, "lr_policy": "cosine", "precision": "auto"}
+    for row in exp.rows:
+        cfg = compose_run([f"experiment={experiment}"], row, 1)
+        budget = [o for o in row.per_schedule.cpu if o.startswith("schedule.iterations=")]
+        assert cfg.schedule.name == "cpu" and len(budget) == 1
+        assert cfg.schedule.iterations == int(budget[0].split("=")[1])
+        assert {k: cfg.schedule[k] for k in base} == base
+        assert cfg.dataset.fresh_each_epoch and cfg.dataset.validation == 5000
+        assert cfg.speed.channels_last
+        mine = compose_run([f"experiment={experiment}", "schedule.iterations=9"], row, 1)
+        assert mine.schedule.iterations == 9
+        fast = compose_run([f"experiment={experiment}", "schedule=fast"], row, 1)
+        assert fast.schedule.iterations == 1500 and not fast.dataset.fresh_each_epoch
+
+
+def test_the_cpu_recipe_trains_on_a_smoke_budget(smoke):
+    """The recipe end to end, a few iterations: validation digits watched, precision recorded
+    as computed (bf16 where this CPU computes it natively, else fp32)."""
+    import torch
+    from hydra import initialize_config_dir
+
+    from stn_repro import speed
+    from stn_repro.config import run_dir
+    from stn_repro.engine import train_run
+
+    given = [*(o for o in smoke if not o.startswith("schedule=")), "experiment=table1_rts",
+             "schedule.iterations=4", "schedule.batch_size=16", "schedule.train_limit=256",
+             "schedule.test_limit=64", "schedule.log.eval_every=2"]  # fmt: skip
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        exp = OmegaConf.load(CONF_DIR / "experiment" / "table1_rts.yaml").experiment
+        row = [r for r in exp.rows if r.name == "ST-FCN Aff"][0]
+        cfg = compose_run(given, row, 1)
+        metrics = train_run(cfg, run_dir(cfg, "table1_rts", row.name))
+    assert metrics["schedule"] == "cpu" and metrics["iterations"] == 4
+    assert metrics["curve_split"] == "val" and metrics["val_images"] == 64
+    assert [p["iteration"] for p in metrics["curve"]] == [2, 4]
+    native = speed.bf16_native(torch.device("cpu"))
+    assert metrics["precision"] == ("bf16" if native else "fp32")
+    assert "fresh distortions each epoch" in metrics["data"]

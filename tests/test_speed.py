@@ -123,12 +123,27 @@ def test_bf16_on_a_cpu_without_bfloat16_instructions_stops_in_one_line(monkeypat
     monkeypatch.setattr(speed.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "avx512f"})
     with pytest.raises(UserError, match="no bfloat16 instructions .*use schedule.precision=fp32"):
-        speed.check_precision("bf16", cpu)
-    speed.check_precision("fp32", cpu)  # fine
+        speed.resolve_precision("bf16", cpu)
+    assert speed.resolve_precision("fp32", cpu) == "fp32"
     monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512f", "avx512_bf16"})
-    speed.check_precision("bf16", cpu)
+    assert speed.resolve_precision("bf16", cpu) == "bf16"
     monkeypatch.setattr(speed, "cpu_flags", lambda: None)  # unknown: let torch decide
-    speed.check_precision("bf16", cpu)
+    assert speed.resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_auto_precision_is_bf16_where_native_and_fp32_with_one_line_elsewhere(monkeypatch, capsys):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(speed.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx512f", "amx_bf16"})
+    assert speed.resolve_precision("auto", cpu) == "bf16"
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(speed, "cpu_flags", lambda: {"avx2", "avx512f"})
+    assert speed.resolve_precision("auto", cpu) == "fp32"
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no bfloat16 instructions" in err[0] and "trains in fp32" in err[0]
+    monkeypatch.setattr(speed.platform, "machine", lambda: "arm64")  # cannot tell: fp32
+    assert speed.resolve_precision("auto", cpu) == "fp32"
+    assert "trains in fp32" in capsys.readouterr().err
 
 
 def test_compile_without_a_cpp_compiler_trains_uncompiled_with_one_warning(monkeypatch, capsys):
