@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test test-slow lint format bench-st table1 table2 table4 table5 fig3d gtsrb table3 all-tables \
+.PHONY: install test test-slow lint format gpu-check bench-st table1 table2 table4 table5 fig3d gtsrb table3 all-tables \
 	analyse report tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU. Unset, each table
@@ -33,6 +33,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Everything a GPU would tell us, in one process within a budget (default 9 minutes).
+gpu-check: $(STAMP)
+	$(PY) scripts/gpu_check.py
 
 bench-st: $(STAMP)
 	$(PY) scripts/bench_st.py
