@@ -410,6 +410,15 @@ def projection(every: list[tuple[str, str]], rows: dict, rates: dict) -> list[di
     return list(found.values())
 
 
+def measure_modes(check: Check, rows: dict, keys: list, modes: list[str],
+                  device: torch.device, steps: int) -> None:  # fmt: skip
+    """Each of ``modes`` for each row of ``keys``, at the batch its fp32 figure used."""
+    for mode in modes:
+        for key, entry in zip(keys, check.speed, strict=False):
+            entry[mode] = measured(fitting_rate, rows[key], mode, device, steps, entry["batch"])
+            check.save()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -419,8 +428,9 @@ def device_name(device: torch.device) -> str:
 def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
         slice_steps: int = 2000, extra: list[str] | None = None) -> Check:  # fmt: skip
     """Measure what the budget allows, in this order, writing after each measurement: fp32 for
-    every row that trains (each table's models first; the projection's figures), the other
-    modes for each table's models, sharing, the paper slice; then the projection."""
+    every row that trains (each table's models first; the projection's figures), tf32, bf16
+    and channels-last for each table's models, sharing, the paper slice, compile; then the
+    projection."""
     from hydra import initialize_config_dir
 
     from .runs import code_version
@@ -450,11 +460,8 @@ def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
                         batch = rates[key].get("batch", batch)
                         check.speed.append({"row": row.label, "batch": batch, "fp32": rates[key]})
                     check.save()
-                for mode in modes:
-                    for key, entry in zip(speed_rows, check.speed, strict=True):
-                        entry[mode] = measured(fitting_rate, rows[key], mode, device, steps,
-                                               entry["batch"])  # fmt: skip
-                        check.save()
+                measure_modes(check, rows, speed_rows, [m for m in modes if m != "compile"],
+                              device, steps)  # fmt: skip
                 for processes in (1, 2) if smoke else (1, 2, 4, 8):
                     check.sharing.append(measured(shared_rate, processes, device,
                                                   1 if smoke else 20))  # fmt: skip
@@ -463,6 +470,9 @@ def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
                          "schedule.test_limit=64"] if smoke else []  # fmt: skip
                 check.slice = measured(paper_slice, out, device, slice_steps,
                                        [*small, *(extra or [])])  # fmt: skip
+                check.save()
+                if "compile" in modes:  # last: compiling each model may take a minute
+                    measure_modes(check, rows, speed_rows, ["compile"], device, steps)
         except OutOfTime:
             spent = time.perf_counter() - tic
             check.stopped = f"the {budget_s:g} s budget ran out after {spent:.0f} s"
