@@ -17,7 +17,8 @@ def test_the_config_group_lists_name_every_option_in_conf():
     """README's config-group list is conf/ itself: every group, every option, nothing else."""
     from stn_repro.config import CONF_DIR
 
-    block = README.read_text().split("<!-- config-groups -->")[1].split("<!-- /config-groups -->")[0]
+    text = README.read_text()
+    block = text.split("<!-- config-groups -->")[1].split("<!-- /config-groups -->")[0]
     listed = {}
     for item in re.split(r"\n- ", "\n" + block.strip()):
         if item.strip():
