@@ -78,4 +78,4 @@ analyse: $(STAMP)
 	$(PY) scripts/analyse.py --schedule $(or $(SCHEDULE),fast)
 
 report: analyse
-	$(PY) scripts/report.py
+	$(PY) scripts/report.py $(if $(SCHEDULE),--schedule $(SCHEDULE))

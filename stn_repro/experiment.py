@@ -27,7 +27,7 @@ from .config import CONF_DIR, config_hash, run_dir
 from .engine import load_trained, train_run
 from .errors import UserError
 from .files import Busy, locked
-from .runs import clear_run, finished_run
+from .runs import checkpoint_iteration, clear_run, finished_run
 from .schema import validate
 from .tables import table_lock, write_column, write_tables
 
@@ -173,15 +173,32 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
         if cfg.seed not in exp.seeds:
             print(f"[{exp.name}] seed {cfg.seed} is not in experiment.seeds {list(exp.seeds)}: "
                   "it is trained but the table leaves it out")  # fmt: skip
-    if not cfg.table_only:
-        with helpers(cfg, overrides, todo):
-            run_all(cfg, overrides, todo)
-    if not distributed.ranks().main:
-        return
-    out = cfg.paths.output_dir
+    try:
+        if not cfg.table_only:
+            with helpers(cfg, overrides, todo):
+                run_all(cfg, overrides, todo)
+    finally:  # a stopped experiment writes its table too, unfinished cells shown as such
+        if distributed.ranks().main:
+            write_table(cfg, table)
+
+
+def write_table(cfg: DictConfig, table: list[Run]) -> None:
+    """Record the experiment's column (finished runs, and every run's progress) and rewrite its
+    table for this schedule."""
+    exp, out = cfg.experiment, cfg.paths.output_dir
     with table_lock(out, exp.table):
-        finished = [m for r in table if (m := finished_run(r.where, config_hash(r.cfg)))]
-        write_column(out, exp, cfg.schedule.name, finished)
+        finished, cells = [], []
+        for run in table:
+            chash = config_hash(run.cfg)
+            done = finished_run(run.where, chash)
+            if done is not None:
+                finished.append(done)
+            cells.append({"row": run.row.name, "seed": run.seed,
+                          "iterations": int(run.cfg.schedule.iterations),
+                          "batch": int(run.cfg.schedule.batch_size),
+                          "iteration": int(run.cfg.schedule.iterations) if done is not None
+                          else checkpoint_iteration(run.where, chash)})  # fmt: skip
+        write_column(out, exp, cfg.schedule.name, finished, cells)
         path = write_tables(out, exp.table, cfg.schedule.name)
     print(f"[{exp.name}] table written: {path} ({len(finished)} of {len(table)} runs finished)")
 

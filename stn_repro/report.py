@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .config import CONF_DIR
 from .files import CorruptFile, read_json, write_atomic
 
 # Tables in the paper's order; any other table written comes after them.
@@ -46,22 +47,40 @@ def provenance(output_dir: str | Path) -> list[dict]:
     return found
 
 
+def split_name(path: Path) -> tuple[str, str | None]:
+    """``(table, schedule)`` of ``tables/<table>-<schedule>.md``; ``(name, None)`` for a table
+    kept once for all schedules (``pose.md``, ``table5_ablation.md``)."""
+    table, _, schedule = path.stem.rpartition("-")
+    schedules = {p.stem for p in (CONF_DIR / "schedule").glob("*.yaml")}
+    return (table, schedule) if table and schedule in schedules else (path.stem, None)
+
+
 def table_key(path: Path) -> tuple:
-    name = path.stem
-    return (ORDER.index(name) if name in ORDER else len(ORDER), name)
+    name, schedule = split_name(path)
+    return (ORDER.index(name) if name in ORDER else len(ORDER), name, schedule or "")
 
 
-def write_report(output_dir: str | Path) -> Path:
-    """Write ``report.md`` (and ``report.html``) from what ``output_dir`` holds now; return
-    the Markdown's path."""
+def table_files(output_dir: Path, schedule: str | None) -> list[Path]:
+    """The tables to show: those of ``schedule`` (every schedule's when None), in the paper's
+    order, and those kept once for all schedules."""
+    found = [p for p in (output_dir / "tables").glob("*.md")
+             if schedule is None or split_name(p)[1] in (None, schedule)]  # fmt: skip
+    return sorted(found, key=table_key)
+
+
+def write_report(output_dir: str | Path, schedule: str | None = None) -> Path:
+    """Write ``report.md`` (and ``report.html``) from what ``output_dir`` holds now, the tables
+    of ``schedule`` only (None: every schedule's); return the Markdown's path."""
     out = Path(output_dir)
-    columns = provenance(out)
+    columns = [c for c in provenance(out)
+               if schedule is None or c.get("schedule", schedule) == schedule]  # fmt: skip
     unreadable = [c["unreadable"] for c in columns if "unreadable" in c]
     columns = [c for c in columns if "unreadable" not in c]
     lines = [
         "# Spatial Transformer Networks: reproduction report", "",
         f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by stn-repro from "
-        f"`{out}`. The paper's numbers appear only in its \"Paper\" columns.", "",
+        f"`{out}`" + (f", schedule `{schedule}`" if schedule else ", every schedule")
+        + ". The paper's numbers appear only in its \"paper\" columns.", "",
     ]  # fmt: skip
     if unreadable:
         lines += ["**Unreadable column records** (their tables may be incomplete; rerun the "
@@ -89,7 +108,7 @@ def write_report(output_dir: str | Path) -> Path:
         )
     if not columns:
         lines.append("| (no table written yet) | | | | | | | | | |")
-    for path in sorted((out / "tables").glob("*.md"), key=table_key):
+    for path in table_files(out, schedule):
         text = path.read_text().strip().split("\n")
         title = text[0].lstrip("# ") if text and text[0].startswith("#") else path.stem
         lines += ["", f"## {title}", "", "\n".join(text[1:]).strip()]

@@ -139,6 +139,17 @@ def finished_run(run_dir: Path, chash: str) -> dict | None:
     return done if done is not None and done.get("config_hash") == chash else None
 
 
+def checkpoint_iteration(run_dir: Path, chash: str) -> int:
+    """The iteration an unfinished run of config ``chash`` has checkpointed (0: none readable),
+    for the tables' progress; quiet: a damaged checkpoint is the run's own business."""
+    path = Path(run_dir) / CHECKPOINTS[0]
+    try:
+        ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+    except (CorruptFile, RuntimeError, EOFError, OSError, ValueError):
+        return 0
+    return int(ckpt.get("iteration", 0)) if ckpt.get("config_hash") == chash else 0
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Write ``checkpoint.pt`` (sealed), keeping the previous one as ``checkpoint.prev.pt``."""
     buf = io.BytesIO()

@@ -34,6 +34,18 @@ def only(folder: Path, pattern: str) -> Path:
     return found
 
 
+def finished_cells(tmp_path: Path, column: str, table: str = "table1",
+                   schedule: str = "smoke") -> int:
+    """How many (row, column) cells of ``outputs/tables/<table>-<schedule>.csv`` under
+    ``tmp_path`` have at least one finished seed."""
+    import csv
+
+    path = tmp_path / "outputs" / "tables" / f"{table}-{schedule}.csv"
+    with path.open() as f:
+        return sum(1 for line in csv.DictReader(f) if line["column"] == column
+                   and int(line["n"]) > 0)  # fmt: skip
+
+
 @pytest.fixture
 def smoke(tmp_path: Path) -> list[str]:
     """The overrides of ``compose_cfg``, for code that composes its own configs."""

@@ -362,16 +362,17 @@ def test_smoke_experiment_writes_the_gtsrb_table(compose_cfg, smoke, tmp_path, e
                  *gtsrb_overrides(root, "dataset.params.test_fraction=0.2"
                                   if experiment == "gtsrb_tracks" else "workers=0")]  # fmt: skip
     run(compose("config", overrides=overrides), overrides)
-    table = (tmp_path / "outputs" / "tables" / "gtsrb.md").read_text()
-    assert "Paper acc." in table and "width x0.125" in table
-    ours = [line for line in table.splitlines() if line.startswith(f"| {column} |")]
+    table = (tmp_path / "outputs" / "tables" / "gtsrb-smoke.md").read_text()
+    assert f"| {column}: ours | {column}: paper |" in table and "width x0.125" in table
+    models = [line for line in table.splitlines() if line.startswith("| ")][2:]
     if experiment == "gtsrb":  # three rows of ours and the two reference rows
-        assert len(ours) == 5 and "| GTSRB | CNN + 2 ST | 0.39 |" in table
-        assert "| GTSRB | Human | 1.16 | - | - | 98.84 | - |" in table
+        assert len(models) == 5 and "| 0.39 (acc. 99.61) |" in models[-1]
+        assert "| Human | (reference) | 1.16 (acc. 98.84) |" in table
     else:  # no published number applies
-        assert len(ours) == 3 and all("| - |" in line for line in ours)
-    csv = (tmp_path / "outputs" / "tables" / "gtsrb.csv").read_text()
-    assert csv.splitlines()[0].endswith("paper_accuracy,ours_accuracy,params,seeds")
+        assert len(models) == 3 and all(line.endswith("| - |") for line in models)
+    assert all("; acc. " in line for line in models if "(reference)" not in line)
+    csv = (tmp_path / "outputs" / "tables" / "gtsrb-smoke.csv").read_text()
+    assert csv.splitlines()[0].endswith("paper_accuracy,ours_accuracy,params,seeds,unfinished")
     found = list((tmp_path / "outputs" / "runs" / experiment).glob("smoke/*/*/seed1"))
     assert len(found) == 3
     [two] = [f for f in found if f.parts[-3] == "cnn-2-st"]

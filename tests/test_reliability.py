@@ -8,6 +8,7 @@ import io
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 from bad_inputs import QUICK, base_args
+from conftest import finished_cells
 
 from stn_repro import engine, files
 from stn_repro.config import PACKAGE_ROOT
@@ -276,6 +278,19 @@ def test_a_stop_signal_saves_a_checkpoint_and_the_next_launch_resumes(tmp_path, 
     assert_same_model(resumed, uninterrupted)
 
 
+def test_a_stopped_experiment_still_writes_its_table_with_each_cells_progress(tmp_path):
+    proc = cli(tmp_path, "experiment=table1_tc", "experiment.seeds=[1]", "row=0", *LONG[1:],
+               "schedule.log.checkpoint_every=50")  # fmt: skip
+    wait_for(lambda: list((tmp_path / "outputs" / "runs").rglob("checkpoint.pt")))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    text = (tmp_path / "outputs" / "tables" / "table1-smoke.md").read_text()
+    assert re.search(r"\| FCN \| seed 1 at \d+% \|", text), text
+    assert "| CNN | seed 1 not started |" in text and "0 of 4 runs finished" in text
+    assert "table written" in out
+
+
 def test_four_identical_launches_train_each_run_once(tmp_path):
     args = ["experiment=table1_tc", "experiment.seeds=[1]"]
     procs = [cli(tmp_path, *args) for _ in range(4)]
@@ -286,7 +301,7 @@ def test_four_identical_launches_train_each_run_once(tmp_path):
     for run in runs:  # one process wrote each run's TensorBoard events (name: ...<pid>.<n>)
         pids = {p.name.split(".")[-2] for p in (run / "tb").glob("events.out.tfevents.*")}
         assert len(pids) == 1, run
-    assert (tmp_path / "outputs/tables/table1.md").read_text().count("| TC |") == 4
+    assert finished_cells(tmp_path, "TC") == 4
     assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 4  # distinct folders
 
 
@@ -305,7 +320,7 @@ def test_jobs_start_processes_that_share_the_runs(tmp_path):
     first = launch()
     assert len(first) == 4  # the TC column's rows
     assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 3  # three processes
-    assert (tmp_path / "outputs/tables/table1.md").read_text().count("| TC |") == 4
+    assert finished_cells(tmp_path, "TC") == 4
     again = launch("overwrite=true")  # cleared once, then each run retrained by one process
     assert again.keys() == first.keys() and all(again[r] != first[r] for r in first)
 
@@ -315,8 +330,7 @@ def test_four_launches_of_different_rows_all_reach_the_table(tmp_path):
     procs = [cli(tmp_path, "experiment=table1_tc", f"row={row}") for row in range(4)]
     results = [p.communicate(timeout=600) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [r[1] for r in results]
-    md = (tmp_path / "outputs/tables/table1.md").read_text()
-    assert md.count("| TC |") == 4, md
+    assert finished_cells(tmp_path, "TC") == 4
 
 
 def test_a_failed_multirun_job_is_reported_and_the_others_run(tmp_path):

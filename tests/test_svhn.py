@@ -342,10 +342,12 @@ def test_smoke_experiment_writes_table2(compose_cfg, smoke, tmp_path, tiny, px, 
     overrides = [*smoke, f"experiment=table2_svhn{px}", "experiment.seeds=[1]",
                  *svhn_overrides(tiny)]  # fmt: skip
     run(compose("config", overrides=overrides), overrides)
-    table = (tmp_path / "outputs" / "tables" / "table2.md").read_text()
-    assert "% sequence error" in table and f"| {px}px | DRAM* |" in table
+    table = (tmp_path / "outputs" / "tables" / "table2-smoke.md").read_text()
+    assert "% sequence error" in table and "| DRAM* | (reference) |" in table
+    assert f"| Model | {px}px: ours | {px}px: paper |" in table
     # our rows + the other papers' (Maxout CNN has no 128px number)
-    assert table.count(f"| {px}px |") == rows + references
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) - 2 == (
+        rows + references)
     assert "width x0.125" in table
     found = list((tmp_path / "outputs" / "runs" / f"table2_svhn{px}").glob("smoke/*/*/seed1"))
     assert len(found) == rows
