@@ -346,7 +346,7 @@ def test_smoke_experiment_writes_table2(compose_cfg, smoke, tmp_path, tiny, px, 
     assert "% sequence error" in table and "| DRAM* | (reference) |" in table
     assert f"| Model | {px}px: ours | {px}px: paper |" in table
     # our rows + the other papers' (Maxout CNN has no 128px number)
-    assert len([line for line in table.splitlines() if line.startswith("| ")]) - 2 == (
+    assert len([line for line in table.splitlines() if line.startswith("| ")]) - 1 == (
         rows + references)
     assert "width x0.125" in table
     found = list((tmp_path / "outputs" / "runs" / f"table2_svhn{px}").glob("smoke/*/*/seed1"))
