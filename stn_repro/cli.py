@@ -28,6 +28,7 @@ from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
 from .schema import unknown_key_message, validate
+from .terminal import teed
 
 USAGE_ERROR = 2
 FIXABLE = (UserError, TrainingDiverged)
@@ -90,17 +91,19 @@ def app(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     overrides = list(hydra_cfg.overrides.task)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    try:
-        run(cfg, overrides)
-        status = "ok"
-    except Exception as err:  # a fixable error is reported here, before Hydra adds its own line
-        status = explain(err)
-        if status is None:
-            raise
-        if not multirun:
-            fail(status)
-        print(f"stn-repro: error: job {hydra_cfg.job.num} ({' '.join(overrides)}): {status}",
-              file=sys.stderr)  # fmt: skip
+    # What the terminal shows, kept in this launch's Hydra folder.
+    with teed(Path(hydra_cfg.runtime.output_dir) / "stn-repro.log"):
+        try:
+            run(cfg, overrides)
+            status = "ok"
+        except Exception as err:  # a fixable error is reported here, before Hydra's own line
+            status = explain(err)
+            if status is None:
+                raise
+            if not multirun:
+                fail(status)
+            print(f"stn-repro: error: job {hydra_cfg.job.num} ({' '.join(overrides)}): "
+                  f"{status}", file=sys.stderr)  # fmt: skip
     if multirun:
         sweep.record(Path(hydra_cfg.sweep.dir), hydra_cfg.job.num, overrides, status)
 

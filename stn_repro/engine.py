@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import distributed, signals, speed
-from .config import config_hash
+from .config import config_hash, model_label
 from .data.feeds import make_feed, source_inputs
 from .distributed import ALONE, Ranks
 from .errors import UserError
@@ -38,6 +39,7 @@ from .runs import (
 )
 from .st import SpatialTransformer
 from .tasks import TASKS
+from .terminal import teed
 
 
 class TrainingDiverged(RuntimeError):
@@ -293,6 +295,14 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     done = finished_metrics(run_dir, cfg, chash, data_key)
     if done is not None:
         return done
+    with teed(run_dir / "log.txt") if where.main else nullcontext():  # what the terminal shows
+        return train(cfg, run_dir, meta, chash, where, inputs)
+
+
+def train(cfg: DictConfig, run_dir: Path, meta: dict | None, chash: str, where: Ranks,
+          inputs) -> dict:  # fmt: skip
+    """Train (from scratch, or on from its checkpoint) the unfinished run ``cfg``."""
+    data_key = inputs[0] if inputs else None
     schedule = cfg.schedule
     if schedule.batch_size % where.world:
         raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
@@ -365,8 +375,8 @@ def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) ->
     model.train()
     tic = time.perf_counter()
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
-               disable=not (cfg.progress and where.main), desc=str(run_dir.parent.name),
-               leave=False)  # fmt: skip
+               disable=not (cfg.progress and where.main),
+               desc=f"{(meta or {}).get('row') or model_label(cfg)} seed {cfg.seed}")  # fmt: skip
     batches = feed.train_batches(start, where)
     finite = FiniteWatch()
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit

@@ -258,16 +258,26 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
         head = train_encoder(cfg, overrides).head
 
     say = print if where.main else lambda *_: None  # once, not once per rank
+    clock = Clock(runs)
 
     def run_one(run: Run) -> None:
-        say(f"{run.label} -> {run.where}")
+        chash = config_hash(run.cfg)
+        done = finished_run(run.where, chash)
+        start = 0 if done is not None else checkpoint_iteration(run.where, chash)
+        state = ("skipped: finished" if done is not None else
+                 f"resumed from iteration {start:,} of {run.cfg.schedule.iterations:,}" if start
+                 else "new")  # fmt: skip
+        tic = time.perf_counter()
+        say(f"{clock.place(run)}: {state} -> {run.where}")
         if coloc:
             metrics = colocalise_run(run.cfg, run.where, head, run.meta)
             result = f"{metrics['localised_pct']:.0f}% localised"
         else:
             metrics = train_run(run.cfg, run.where, run.meta)
             result = f"{metrics['test_error']:.2f}% error"
-        say(f"{run.label}: {result}, {metrics['params']:,} params")
+        took = clock.done(run, time.perf_counter() - tic, trained=done is None, start=start)
+        say(f"{clock.place(run)}: {result}, {metrics['params']:,} params, {took}"
+            f"{clock.eta()}")  # fmt: skip
 
     held = []
     for run in runs:
@@ -275,11 +285,46 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
             if free:
                 run_one(run)
         if not free:
-            say(f"{run.label}: another process is running it; coming back to it")
+            say(f"{clock.place(run)}: another process is running it; coming back to it")
             held.append(run)
     for run in held:
         with run_lock(run.where, where, wait=True):
             run_one(run)
+
+
+class Clock:
+    """Where a launch is in its runs (``run k of N``) and, from the seconds per training image
+    of the runs it has trained, about how long the rest will take."""
+
+    def __init__(self, runs: list[Run]):
+        self.runs, self.left = runs, {id(run) for run in runs}
+        self.seconds = self.images = 0.0
+
+    def place(self, run: Run) -> str:
+        k = next(i for i, r in enumerate(self.runs, 1) if r is run)
+        return f"[{run.exp.name}] run {k} of {len(self.runs)}: {run.row.name} seed {run.seed}"
+
+    @staticmethod
+    def images_of(run: Run, start: int = 0) -> int:
+        return (int(run.cfg.schedule.iterations) - start) * int(run.cfg.schedule.batch_size)
+
+    def done(self, run: Run, seconds: float, trained: bool, start: int) -> str:
+        """Note ``run`` as done; return how long it took here."""
+        self.left.discard(id(run))
+        if not trained:
+            return "already finished"
+        self.seconds += seconds
+        self.images += self.images_of(run, start)
+        return f"{seconds / 60:.1f} min"
+
+    def eta(self) -> str:
+        """``; about N min left for the other runs`` (nothing before a run has trained)."""
+        rest = [r for r in self.runs if id(r) in self.left]
+        if not rest or not self.images:
+            return ""
+        minutes = sum(map(self.images_of, rest)) * self.seconds / self.images / 60
+        runs = f"{len(rest)} run" + ("s" if len(rest) > 1 else "")
+        return f"; {runs} left, about {max(minutes, 1):.0f} min at this launch's speed so far"
 
 
 POLL_S = 30  # how often ranks waiting together for a held run try its lock again

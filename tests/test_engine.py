@@ -269,3 +269,19 @@ def test_a_run_records_its_validation_error_against_time_and_images(compose_cfg)
     assert compose_cfg("dataset=mnist_addition", "model=fcn").dataset.validation == 0
     with pytest.raises(UserError, match="an addition pair draws two digits"):
         compose_cfg("dataset=mnist_addition", "model=fcn", "dataset.validation=10")
+
+
+def test_an_experiment_says_where_it_is_and_keeps_what_the_terminal_showed(tmp_path):
+    args = ["experiment=table1_tc", "experiment.seeds=[1]", "progress=false"]
+    first = cli(*args, tmp_path=tmp_path)
+    assert first.returncode == 0, first.stderr
+    start, end = [line for line in first.stdout.splitlines() if "run 3 of 4" in line]
+    assert start.startswith("[table1_tc] run 3 of 4: ST-FCN Aff seed 1: new -> ")
+    assert re.search(r": \d+\.\d\d% error, [\d,]+ params, \d+\.\d min; 1 run left, about \d+ "
+                     r"min at this launch's speed so far$", end), end
+    [log] = (tmp_path / "outputs" / "hydra").glob("*/stn-repro.log")
+    assert start in log.read_text() and "table written" in log.read_text()
+    logs = list((tmp_path / "outputs" / "runs").rglob("log.txt"))
+    assert len(logs) == 4 and all(p.parent.name == "seed1" for p in logs)
+    again = cli(*args, tmp_path=tmp_path)
+    assert "run 3 of 4: ST-FCN Aff seed 1: skipped: finished" in again.stdout
