@@ -215,8 +215,8 @@ def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
             boxes = boxes.view(len(seen), st.num_transformers, 4).cpu()
             writer.add_image(f"images/{name}_boxes", make_grid(draw_boxes(tiles(seen), boxes),
                                                                nrow=8), step)  # fmt: skip
-        for k in range(theta.shape[1]):
-            tag = f"theta/{k}" if len(found) == 1 else f"theta/{name}_{k}"
+        for k, param in enumerate(st.transform.param_names):  # e.g. theta/a11, theta/st2_tx
+            tag = f"theta/{param}" if len(found) == 1 else f"theta/{name}_{param}"
             writer.add_histogram(tag, theta[:, k], step)
     if len(found) > 1 and all(isinstance(st.transform, Affine) for st, *_ in found):
         composite = compose_affine([theta for *_, theta in found])  # (B, 6)
@@ -277,6 +277,11 @@ def point(iteration: int, seconds: float, schedule: DictConfig, error: float) ->
     seconds so far (periodic evaluations included), images seen, the watched split's error."""
     return {"iteration": iteration, "seconds": round(seconds, 2),
             "images": iteration * int(schedule.batch_size), "error": error}  # fmt: skip
+
+
+ERROR_CHART = {"errors": {"train / val / test error (%)": [
+    "Multiline", ["train/error", "val/error", "test/error"]]}}  # fmt: skip
+"""TensorBoard's Custom Scalars layout of every run: its three error curves on one chart."""
 
 
 def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
@@ -347,6 +352,7 @@ def train(cfg: DictConfig, run_dir: Path, meta: dict | None, chash: str, where: 
 
         # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
         writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
+        writer.add_custom_scalars(ERROR_CHART)  # train, val and test error on one chart
     log = schedule.log
     preview, _ = feed.preview(32)
 

@@ -37,7 +37,9 @@ def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     tags = acc.Tags()
     assert {"train/loss", "train/error", "train/lr", "test/error"} <= set(tags["scalars"])
     assert {"images/input", "images/st_output", "images/st_grid"} <= set(tags["images"])
-    assert "theta/0" in tags["histograms"]
+    assert {"theta/tps_x00", "theta/tps_y15"} <= set(tags["histograms"])  # named parameters
+    [chart] = acc.Tensors("custom_scalars__config__")  # train/val/test error on one chart
+    assert b"val/error" in chart.tensor_proto.string_val[0]
     # A second call skips the finished run.
     assert train_run(cfg, where) == metrics
 
@@ -47,18 +49,18 @@ def test_smoke_experiment_writes_a_table_with_all_rows(compose_cfg, smoke, tmp_p
     cfg = compose_cfg("experiment=table1_rts", "experiment.seeds=[1,2]")
     run_experiment(cfg, overrides)
     tables = tmp_path / "outputs" / "tables"
-    md = (tables / "table1.md").read_text()
-    rows = [line for line in md.splitlines() if line.startswith("| RTS |")]
-    assert len(rows) == 8
-    assert "| RTS | ST-CNN TPS | 0.5 |" in md and "(n=2)" in md
-    csv_lines = (tables / "table1.csv").read_text().strip().splitlines()
+    md = (tables / "table1-smoke.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "(2) |" in line]
+    assert len(rows) == 8 and "| Model | RTS: ours | RTS: paper |" in md
+    assert rows[-1].startswith("| ST-CNN TPS | ") and rows[-1].endswith(" (2) | 0.5 |")
+    csv_lines = (tables / "table1-smoke.csv").read_text().strip().splitlines()
     assert len(csv_lines) == 9
-    assert "\\begin{tabular}" in (tables / "table1.tex").read_text()
+    assert "\\begin{tabular}" in (tables / "table1-smoke.tex").read_text()
     # table_only rebuilds from finished runs without training.
-    (tables / "table1.md").unlink()
+    (tables / "table1-smoke.md").unlink()
     cfg.table_only = True
     run_experiment(cfg, overrides)
-    assert (tables / "table1.md").read_text().count("| RTS |") == 8
+    assert (tables / "table1-smoke.md").read_text().count(" (2) |") == 8
 
 
 def test_one_row_of_an_experiment(compose_cfg, smoke, tmp_path):
@@ -208,10 +210,11 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     for experiment, table, rows in [("table4_addition", "table4", 8), ("fig_3d", "table3d", 2)]:
         cfg = compose_cfg(f"experiment={experiment}", "experiment.seeds=[1]")
         run_experiment(cfg, [*smoke, f"experiment={experiment}", "experiment.seeds=[1]"])
-        md = (tmp_path / "outputs" / "tables" / f"{table}.md").read_text()
-        assert md.count("(n=1)") == rows, md
-    md = (tmp_path / "outputs" / "tables" / "table4.md").read_text()
-    assert "| Addition | 2xST-FCN TPS | 5.8 |" in md
+        md = (tmp_path / "outputs" / "tables" / f"{table}-smoke.md").read_text()
+        assert md.count(" (1) |") == rows, md
+    md = (tmp_path / "outputs" / "tables" / "table4-smoke.md").read_text()
+    [tps] = [line for line in md.splitlines() if line.startswith("| 2xST-FCN TPS |")]
+    assert tps.endswith(" (1) | 5.8 |")
     runs = tmp_path / "outputs" / "runs"
     st3d = json.loads((only(runs, "fig_3d/smoke/3d-st-cnn/*/seed1") / "metrics.json").read_text())
     assert st3d["transform"] == "affine3d"

@@ -59,6 +59,11 @@ class Transform(nn.Module):
     num_params: int
     dim: int = 2
 
+    @property
+    def param_names(self) -> list[str]:
+        """A name per theta entry, in order (e.g. ``a11 ... a23``), for logs and plots."""
+        return [f"p{k}" for k in range(self.num_params)]
+
     def identity_params(self) -> Tensor:
         raise NotImplementedError
 
@@ -107,6 +112,10 @@ class Affine(MatrixTransform):
 
     num_params = 6
 
+    @property
+    def param_names(self) -> list[str]:
+        return [f"a{r}{c}" for r in (1, 2) for c in (1, 2, 3)]
+
     def identity_params(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
 
@@ -141,6 +150,10 @@ class Attention(MatrixTransform):
     """
 
     num_params = 3
+
+    @property
+    def param_names(self) -> list[str]:
+        return ["s", "tx", "ty"]
 
     def identity_params(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0])
@@ -209,6 +222,10 @@ class Translation(MatrixTransform):
             raise ValueError(f"Translation scale must be positive, got {scale}")
         self.scale = float(scale)
 
+    @property
+    def param_names(self) -> list[str]:
+        return ["tx", "ty"]
+
     def identity_params(self) -> Tensor:
         return torch.zeros(2)
 
@@ -239,6 +256,10 @@ class Rotation(MatrixTransform):
         self.with_scale = with_scale
         self.with_translation = with_translation
         self.num_params = 1 + int(with_scale) + 2 * int(with_translation)
+
+    @property
+    def param_names(self) -> list[str]:
+        return ["angle"] + ["s"] * self.with_scale + ["tx", "ty"] * self.with_translation
 
     def identity_params(self) -> Tensor:
         return torch.tensor([0.0] + [1.0] * self.with_scale + [0.0, 0.0] * self.with_translation)
@@ -274,6 +295,10 @@ class Projective(MatrixTransform):
     def __init__(self, eps: float = 1e-6):
         super().__init__()
         self.eps = eps
+
+    @property
+    def param_names(self) -> list[str]:
+        return [f"h{r}{c}" for r in (1, 2, 3) for c in (1, 2, 3)][:8]
 
     def identity_params(self) -> Tensor:
         return torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0])
@@ -342,6 +367,10 @@ class ThinPlateSpline(Transform):
         r2 = r * r
         return torch.where(r2 > 0, r2 * torch.log(r2.clamp(min=1e-30)), torch.zeros_like(r2))
 
+    @property
+    def param_names(self) -> list[str]:
+        return [f"tps_{axis}{k:02d}" for k in range(self.num_control_points) for axis in "xy"]
+
     def identity_params(self) -> Tensor:
         return self.control_points.detach().cpu().flatten().clone()
 
@@ -385,6 +414,10 @@ class Affine3D(MatrixTransform):
 
     num_params = 12
     dim = 3
+
+    @property
+    def param_names(self) -> list[str]:
+        return [f"a{r}{c}" for r in (1, 2, 3) for c in (1, 2, 3, 4)]
 
     def identity_params(self) -> Tensor:
         return torch.eye(3, 4).flatten()
