@@ -27,6 +27,7 @@ from .figures import (
     training_animation,
     volume_figure,
 )
+from .files import write_json
 from .pose import finished_runs, measure_run, write_pose_table
 
 TABLE1 = {"table1_r": "r", "table1_rts": "rts", "table1_p": "p", "table1_e": "e",
@@ -61,25 +62,41 @@ def analyse(output_dir: str | Path, schedule: str) -> list[Path]:
     written = [write_pose_table(rows, out, schedule)]
     figures = out / "figures"
     drawings = []  # (what, draw): each figure whose runs are finished
+    skipped = []  # (figure, why not drawn)
+
+    def missing(name: str, experiment: str, row: str) -> None:
+        skipped.append((name, f"no finished {row} run of {experiment} with `{schedule}`"))
+
     for experiment, column in TABLE1.items():
         st, cnn = (first_run(out, experiment, schedule, r) for r in ("ST-CNN Aff", "CNN"))
+        path = figures / f"table1_{column}.png"
         if st and cnn and st.name == cnn.name:  # the same seed
-            path = figures / f"table1_{column}.png"
             drawings.append((path, lambda st=st, cnn=cnn, path=path: table1_figure(st, cnn, path)))
+        else:
+            missing(path.name, experiment, "ST-CNN Aff and CNN (same seed)")
     for experiment, row, draw, name in ONE_RUN:
         if run := first_run(out, experiment, schedule, row):
             drawings.append((figures / name, lambda d=draw, r=run, n=name: d(r, figures / n)))
+        else:
+            missing(name, experiment, row)
     for experiment, names in ANIMATED.items():
         for row in names:
             run = first_run(out, experiment, schedule, row)
+            gif = figures / f"animation_{experiment}_{slug(row)}.gif"
             if run and (run / "snapshots").is_dir():
-                gif = figures / f"animation_{experiment}_{slug(row)}.gif"
                 drawings.append((gif, lambda r=run, g=gif: training_animation(r, g)))
+            elif run:
+                skipped.append((gif.name, f"{run} kept no weight snapshots"))
+            else:
+                missing(gif.name, experiment, row)
     for path, draw in drawings:
         try:
             written.append(draw())
         except UserError as err:  # e.g. no digit the ST-CNN gets right and the CNN wrong
             print(f"{path.name} skipped: {err}")
+            skipped.append((path.name, str(err)))
+    figures.mkdir(parents=True, exist_ok=True)
+    write_json(figures / "skipped.json", {"schedule": schedule, "skipped": skipped})
     to_tensorboard([p for p in written if p.suffix == ".png"], figures / "tb")
     return written
 

@@ -113,16 +113,43 @@ def write_report(output_dir: str | Path, schedule: str | None = None) -> Path:
         title = text[0].lstrip("# ") if text and text[0].startswith("#") else path.stem
         lines += ["", f"## {title}", "", "\n".join(text[1:]).strip()]
     figures = sorted(p for p in (out / "figures").glob("*") if p.suffix in (".png", ".gif"))
-    if figures:
+    skipped = not_drawn(out)
+    if figures or skipped:
         lines += ["", "## Figures and animations", ""]
         for figure in figures:
             lines += [f"### {figure.stem}", "", f"![{figure.stem}](figures/{figure.name})", ""]
+    if skipped:
+        lines += ["### Not drawn", "", *(f"- `{name}`: {why}" for name, why in skipped), ""]
     text = "\n".join(lines).rstrip() + "\n"
     path = out / "report.md"
     write_atomic(path, text)
     import markdown
 
-    body = markdown.markdown(text, extensions=["tables"])
+    body = markdown.markdown(text, extensions=["tables", "sane_lists"])
     write_atomic(out / "report.html", '<!doctype html>\n<meta charset="utf-8">\n'
-                 f"<title>stn-repro report</title>\n{body}\n")  # fmt: skip
+                 f"<title>stn-repro report</title>\n<style>{STYLE}</style>\n{body}\n")  # fmt: skip
     return path
+
+
+def not_drawn(output_dir: Path) -> list[tuple[str, str]]:
+    """The figures ``analyse`` could not draw, each with why (``figures/skipped.json``)."""
+    try:
+        record = read_json(output_dir / "figures" / "skipped.json")
+        return [tuple(item) for item in record["skipped"]]
+    except (FileNotFoundError, CorruptFile, KeyError):
+        return []
+
+
+STYLE = """
+body { font: 15px/1.5 system-ui, sans-serif; max-width: 72rem; margin: 2rem auto;
+       padding: 0 1rem; color: #222; }
+h1, h2, h3 { line-height: 1.2; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2rem; }
+table { border-collapse: collapse; margin: 1rem 0; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ccc; padding: .25rem .6rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+thead th { background: #f3f3f3; } tbody tr:nth-child(even) { background: #fafafa; }
+img { max-width: 100%; height: auto; border: 1px solid #eee; }
+code { background: #f5f5f5; padding: 0 .2rem; } li { margin: .2rem 0; }
+"""
+"""report.html's stylesheet: readable tables (borders, numbers aligned right), figures sized to
+the page."""

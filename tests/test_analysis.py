@@ -58,3 +58,6 @@ def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cf
     assert "## table1:" not in write_report(out, "paper").read_text()  # only `paper`'s
     html = (out / "report.html").read_text()
     assert "<table>" in html and '<img alt="table1_r" src="figures/table1_r.png"' in html
+    assert "<style>" in html and "border-collapse" in html
+    # a figure whose runs are missing is named, with why (this test trains no RTS run)
+    assert "### Not drawn" in report and "- `table1_rts.png`: no finished" in report
