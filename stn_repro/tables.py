@@ -212,8 +212,8 @@ def describe(runs: list[dict], cells: list[dict], schedule: str) -> list[str]:
     text = [f"Schedule `{schedule}`: {trained or '-'}; device {devices}; "
             f"{len(runs)} of {planned} runs finished; generated {date.today().isoformat()}."]
     if schedule != "paper":
-        text.append(f"**Not the paper's schedule**: `{schedule}` is ours; the paper column "
-                    "comes from the paper's own training (`schedule=paper`).")  # fmt: skip
+        text += ["", f"**Not the paper's schedule**: `{schedule}` is ours; the paper column "
+                 "comes from the paper's own training (`schedule=paper`)."]  # fmt: skip
     return text
 
 
@@ -228,6 +228,7 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str,
         *describe(runs, cells, schedule),
         "",
         "Ours: mean ± sd (seeds finished); [progress of the seeds not finished].",
+        "",
         f"Paper: {SOURCES[table]}",
         "",
         "| " + " | ".join(header) + " |",
@@ -237,12 +238,13 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str,
     narrow = sorted({f"{r['row']} ({r['column']}): width x{r['width']:g}" for r in runs
                      if r.get("width") not in (None, 1.0)})  # fmt: skip
     if narrow:
-        out += ["", "Reduced-width models (not the paper's networks):", *[f"- {n}" for n in narrow]]
+        out += ["", "Reduced-width models (not the paper's networks):", "",
+                *[f"- {n}" for n in narrow]]
     params = sorted({(r["row"], r["params"]) for r in runs}, key=lambda p: LAYOUTS[table][0].index(
         p[0]) if p[0] in LAYOUTS[table][0] else 0)  # fmt: skip
     if params:
         out += ["", "Parameters: " + ", ".join(f"{row} {fmt_params(n)}" for row, n in params)]
-    out += ["", "Data:", *[f"- {d}" for d in data], ""]
+    out += ["", "Data:", "", *[f"- {d}" for d in data], ""]
     return "\n".join(out)
 
 

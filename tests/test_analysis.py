@@ -50,7 +50,7 @@ def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cf
     assert not list((out / "runs" / "table1_r" / "smoke" / "cnn").glob("*/seed1/snapshots"))
 
     report = write_report(out).read_text()
-    assert "Not estimates of the paper's numbers:** table1 R (`smoke`)" in report
+    assert "Not the paper's schedule:** table1 R (`smoke`)" in report
     assert "| table1 | R | smoke (CPU) | 2 | 1 | 6 | cpu |" in report
     assert "## Pose recovery (`smoke` runs)" in report and "## table1: % test error" in report
     assert "![table1_r](figures/table1_r.png)" in report
