@@ -25,7 +25,14 @@ KEYS = ("optimizer", "lr", "momentum", "weight_decay", "batch_size", "lr_policy"
 
 
 def schedule_file(option: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "schedule" / f"{option}.yaml"))
+    """The schedule file ``option`` as Hydra composes it (schedules inherit: ``defaults``)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        return OmegaConf.to_container(compose("config", overrides=[f"schedule={option}"]).schedule)
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return schedule_file(option)
 
 
 def expected_schedule(experiment: str, name: str) -> dict:
