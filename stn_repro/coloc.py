@@ -38,7 +38,7 @@ from torchvision.transforms.functional import gaussian_blur
 from .config import config_hash
 from .data import load_split
 from .data.sources import DIGIT
-from .engine import pick_device
+from .distributed import pick_device
 from .errors import UserError
 from .files import write_atomic, write_json
 from .runs import clear_run, code_version, finished_metrics

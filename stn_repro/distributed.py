@@ -127,3 +127,18 @@ def gathered(obj, where: Ranks) -> list:
     found = [None] * where.world
     dist.all_gather_object(found, obj)
     return found
+
+
+def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
+    """The device ``name`` (auto, cpu, cuda, cuda:N) means. Among several ranks, auto and
+    cuda mean this machine's ``where.local``-th GPU."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device={name} was asked for but no GPU is visible; use device=cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda:") and where.several:
+        raise UserError(f"device={name} would put every process on one GPU; under torchrun "
+                        "use device=cuda (each process takes its own)")  # fmt: skip
+    if name == "cuda" and where.several:
+        return torch.device("cuda", where.local)
+    return torch.device(name)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from . import distributed, signals, speed
 from .config import config_hash, model_label
 from .data.feeds import make_feed, source_inputs
-from .distributed import ALONE, Ranks
+from .distributed import ALONE, Ranks, pick_device
 from .errors import UserError
 from .files import write_atomic, write_json
 from .models import DataSpec, build_model, count_params
@@ -37,9 +37,10 @@ from .runs import (
     save_checkpoint,
     save_snapshot,
 )
-from .st import SpatialTransformer
+from .st.inspect import traced, transformers
 from .tasks import TASKS
 from .terminal import teed
+from .viz import tiles
 
 
 class TrainingDiverged(RuntimeError):
@@ -87,21 +88,6 @@ def diverged(what: str, run_dir, lr: float) -> TrainingDiverged:
     )
 
 
-def pick_device(name: str, where: Ranks = ALONE) -> torch.device:
-    """The device ``name`` (auto, cpu, cuda, cuda:N) means. Among several ranks, auto and
-    cuda mean this machine's ``where.local``-th GPU."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={name} was asked for but no GPU is visible; use device=cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda:") and where.several:
-        raise UserError(f"device={name} would put every process on one GPU; under torchrun "
-                        "use device=cuda (each process takes its own)")  # fmt: skip
-    if name == "cuda" and where.several:
-        return torch.device("cuda", where.local)
-    return torch.device(name)
-
-
 def lr_factor(schedule: DictConfig, iteration: int) -> float:
     """Learning-rate multiplier at ``iteration``: step decays or a cosine to zero."""
     if schedule.lr_policy == "step":
@@ -109,11 +95,6 @@ def lr_factor(schedule: DictConfig, iteration: int) -> float:
     if schedule.lr_policy == "cosine":
         return 0.5 * (1 + math.cos(math.pi * iteration / schedule.iterations))
     raise UserError(f"unknown schedule.lr_policy {schedule.lr_policy!r}; use step or cosine")
-
-
-def transformers(model: nn.Module) -> list[SpatialTransformer]:
-    """Every spatial transformer in ``model``, in the order they run."""
-    return [m for m in model.modules() if isinstance(m, SpatialTransformer)]
 
 
 def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimizer:
@@ -150,37 +131,6 @@ def evaluate(model: nn.Module, feed, split: str, task, where: Ranks = ALONE) -> 
     if seen != len(feed.splits[split]):
         raise RuntimeError(f"evaluated {seen} of the {len(feed.splits[split])} {split} samples")
     return 100.0 * wrong / max(seen, 1)
-
-
-def tiles(images: Tensor) -> Tensor:
-    """A batch of maps -> display tiles, each scaled to [0, 1]: ``(B, 3, H, W)`` images stay
-    RGB; otherwise each channel of ``(B, ..., H, W)`` becomes a grey tile, and feature maps of
-    more than 3 channels are shown as their channel mean."""
-    images = images.detach().float().cpu()
-    if images.dim() == 4 and images.shape[1] > 3:
-        images = images.mean(1, keepdim=True)
-    if images.dim() != 4 or images.shape[1] != 3:
-        images = images.reshape(-1, 1, *images.shape[-2:])
-    low = images.amin((1, 2, 3), keepdim=True)
-    return (images - low) / (images.amax((1, 2, 3), keepdim=True) - low).clamp(min=1e-6)
-
-
-def traced(model: nn.Module, x: Tensor) -> list[tuple[SpatialTransformer, Tensor, Tensor, Tensor]]:
-    """Run ``model`` on ``x`` and return, for each spatial transformer, ``(st, its input,
-    its output, theta)``."""
-    seen = []
-    hooks = [st.register_forward_hook(lambda m, args, out: seen.append((m, args[0], *out)))
-             for st in transformers(model)]  # fmt: skip
-    try:
-        was_training = model.training
-        with torch.no_grad():
-            model.eval()
-            model(x)
-        model.train(was_training)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
 
 
 def log_images(writer, model: nn.Module, x: Tensor, step: int) -> None:
@@ -235,19 +185,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["cpu"])
     if state["cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
-    """The model a finished run trained (from its final checkpoint), in eval mode."""
-    ckpt = load_checkpoint(Path(run_dir), cfg, config_hash(cfg))
-    if ckpt is None:
-        raise UserError(f"{run_dir} has no checkpoint; train that run first")
-    model_cfg = cfg.model
-    if model_cfg.get("pretrained"):  # the checkpoint holds every weight: fetch none
-        model_cfg = OmegaConf.merge(model_cfg, {"pretrained": False})
-    model = build_model(model_cfg, DataSpec(**ckpt["spec"]))
-    model.load_state_dict(ckpt["model"])
-    return model.eval()
 
 
 def log_pose(writer, model: nn.Module, feed, dataset: DictConfig, step: int) -> None:

@@ -24,12 +24,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
 from .config import CONF_DIR, config_hash, run_dir
-from .engine import load_trained, train_run
+from .engine import train_run
 from .errors import UserError
 from .files import Busy, locked
 from .runs import checkpoint_iteration, clear_run, finished_run
 from .schema import validate
 from .tables import table_lock, write_column, write_tables
+from .trained import load_trained
 
 # Command-line keys that choose among an experiment's runs rather than configure them.
 SELECTORS = ("row", "seed", "table_only", "run_dir", "jobs")

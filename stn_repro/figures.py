@@ -19,19 +19,10 @@ from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid, save_image
 
-from .data.feeds import make_feed
-from .engine import load_trained, tiles, traced
 from .errors import UserError
-
-
-def load_run(run_dir: str | Path):
-    """A finished run's model and its data feed (on the CPU); ``feed.preview(n)`` gives test
-    inputs and labels."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "metrics.json").exists():
-        raise UserError(f"{run_dir} holds no finished run (no metrics.json); train it first")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    return load_trained(cfg, run_dir), make_feed(cfg, torch.device("cpu"))
+from .st.inspect import traced
+from .trained import load_run, load_trained
+from .viz import tiles
 
 
 def scaled(images: Tensor) -> Tensor:
@@ -220,8 +211,8 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     grid on the input (top) and its output (bottom), with the iteration."""
     from PIL import ImageDraw
 
-    from .engine import transformers
     from .runs import load_snapshots
+    from .st.inspect import transformers
     from .viz import draw_grid
 
     model, feed = load_run(run_dir)

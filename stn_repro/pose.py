@@ -162,7 +162,7 @@ def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 5
     test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
     input channel, measure). Empty without a transformer or for a generator not in
     ``MEASURES``."""
-    from .engine import traced
+    from .st.inspect import traced
 
     test = feed.splits["test"]
     count = min(limit or len(test), len(test))
@@ -194,8 +194,8 @@ def measure_run(run_dir) -> list[dict]:
     run's experiment, column, row and seed."""
     from omegaconf import OmegaConf
 
-    from .figures import load_run
     from .files import read_json
+    from .trained import load_run
 
     cfg = OmegaConf.load(f"{run_dir}/config.yaml")
     if not cfg.model.get("transform"):

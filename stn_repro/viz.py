@@ -82,3 +82,16 @@ def draw_boxes(images: Tensor, boxes: Tensor, width: int = 2) -> Tensor:
                            width=width)  # fmt: skip
         out.append(torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255)
     return torch.stack(out)
+
+
+def tiles(images: Tensor) -> Tensor:
+    """A batch of maps -> display tiles, each scaled to [0, 1]: ``(B, 3, H, W)`` images stay
+    RGB; otherwise each channel of ``(B, ..., H, W)`` becomes a grey tile, and feature maps of
+    more than 3 channels are shown as their channel mean."""
+    images = images.detach().float().cpu()
+    if images.dim() == 4 and images.shape[1] > 3:
+        images = images.mean(1, keepdim=True)
+    if images.dim() != 4 or images.shape[1] != 3:
+        images = images.reshape(-1, 1, *images.shape[-2:])
+    low = images.amin((1, 2, 3), keepdim=True)
+    return (images - low) / (images.amax((1, 2, 3), keepdim=True) - low).clamp(min=1e-6)

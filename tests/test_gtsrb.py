@@ -18,6 +18,7 @@ import torch
 from gtsrb_files import HEADER, class_colour, need_sample, tiny_gtsrb
 from PIL import Image
 
+from stn_repro.contrast import LocalContrastNorm, box_kernel, gaussian_kernel
 from stn_repro.data import gtsrb
 from stn_repro.data.gtsrb import (
     Sign,
@@ -30,7 +31,6 @@ from stn_repro.data.gtsrb import (
 from stn_repro.errors import UserError
 from stn_repro.files import read_json
 from stn_repro.models import DataSpec, build_model, count_params
-from stn_repro.models.contrast import LocalContrastNorm, box_kernel, gaussian_kernel
 
 # ---- the files ---------------------------------------------------------------------------------
 

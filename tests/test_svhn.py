@@ -18,9 +18,10 @@ from torch import nn
 
 from stn_repro.data import svhn
 from stn_repro.data.svhn import crop_box, crop_image, entries, read_digit_struct, sequence_labels
-from stn_repro.engine import make_optimizer, transformers
+from stn_repro.engine import make_optimizer
 from stn_repro.errors import UserError
 from stn_repro.models import DataSpec, build_model, count_params
+from stn_repro.st.inspect import transformers
 from stn_repro.tasks import TASKS
 
 

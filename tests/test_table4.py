@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stn_repro.engine import transformers
 from stn_repro.experiment import compose_run
 from stn_repro.models import DataSpec, build_model, count_params
+from stn_repro.st.inspect import transformers
 
 ADDITION = DataSpec((2, 42, 42), 19, 1, 1)
 ROWS = [["model=fcn"], ["model=cnn"]] + [

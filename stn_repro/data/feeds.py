@@ -182,7 +182,7 @@ def input_normalisation(params: DictConfig, info: dict) -> tuple[Callable | None
     ``params.normalize``: ``(x - mean) / std`` with one mean and std over every training pixel
     (``info``'s ``pixel_mean``, ``pixel_std``); then ``params.local_contrast`` = k > 0: local
     contrast normalisation over a k x k Gaussian (``models.contrast``)."""
-    from ..models.contrast import LocalContrastNorm, gaussian_kernel
+    from ..contrast import LocalContrastNorm, gaussian_kernel
 
     steps, said = [], []
     if params.get("normalize"):

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..st import SpatialTransformer, build_transform
-from . import DataSpec, register
+from .registry import DataSpec, register
 
 TRUNK = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
          "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",

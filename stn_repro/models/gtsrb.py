@@ -19,9 +19,9 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..contrast import LocalContrastNorm, box_kernel
 from ..st import SpatialTransformer, build_transform
-from . import DataSpec, register
-from .contrast import LocalContrastNorm, box_kernel
+from .registry import DataSpec, register
 from .svhn import scaled
 
 CONV = ((150, 7), (200, 4), (300, 4))  # (filters, kernel) of the three blocks

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import UserError
 from ..st import SpatialTransformer, build_transform
-from . import DataSpec, count_params, register
+from .registry import DataSpec, count_params, register
 
 
 def conv_out(size: int, kernel: int, padding: int) -> int:

@@ -34,7 +34,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from ..st import SpatialTransformer, build_transform
-from . import DataSpec, register
+from .registry import DataSpec, register
 
 LAYERS = {  # name -> (filters of each convolution, convolutions followed by 2x2 max pooling)
     "a5": ((48, 64, 128, 160, 192, 192, 192), (0, 2, 4, 5)),

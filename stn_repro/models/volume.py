@@ -16,8 +16,8 @@ from torch import nn
 
 from ..errors import UserError
 from ..st import Affine3D, SpatialTransformer
-from . import DataSpec, register
 from .mnist import LOCALISATIONS, build_classifier, make_st, no_transform
+from .registry import DataSpec, register
 
 
 def volume_localisation(shape) -> tuple[nn.Module, int]:
