@@ -39,7 +39,8 @@ def imports() -> dict[str, set[str]]:
                 if node.level:
                     base = package.split(".") if package else []
                     base = base[: len(base) - node.level + 1] if node.level > 1 else base
-                    target = ".".join([*filter(None, base), *([node.module] if node.module else [])])
+                    module = [node.module] if node.module else []
+                    target = ".".join([*filter(None, base), *module])
                 elif (node.module or "").startswith("stn_repro"):
                     target = node.module.removeprefix("stn_repro").lstrip(".")
                 else:
