@@ -57,9 +57,9 @@ def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
 
 def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     """The run's config, validated: the command line's overrides (less the selectors), the
-    row's, the seed, the experiment's own schedule of the chosen name (``schedules``) and its
-    and the row's overrides for that schedule (``per_schedule``, the row's after the
-    experiment's, less any key the command line sets itself: the command line wins)."""
+    row's, the seed, the experiment's own schedule of the chosen name (``schedules``), then the
+    experiment's and the row's overrides for that schedule (``per_schedule``), less any key
+    the command line sets itself: the command line wins."""
     from hydra import compose
 
     given = [o for o in overrides if key_of(o) not in SELECTORS]
