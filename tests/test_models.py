@@ -50,10 +50,14 @@ def test_every_row_trains_and_counts_match(compose_cfg, experiment):
     assert all(abs(c - 400_000) < 0.02 * 400_000 for c in counts.values()), counts
 
 
-def test_registry_has_every_model():
-    assert set(MODELS) == {"fcn", "cnn", "st_fcn", "st_cnn", "st2_fcn", "st3d_cnn", "proj_cnn",
-                           "svhn_cnn", "svhn_st_single", "svhn_st_multi", "gtsrb_cnn", "gtsrb_st1",
-                           "gtsrb_st2", "cub_cnn", "cub_st"}  # fmt: skip
+def test_registry_and_model_configs_name_the_same_models():
+    """Every registered model has a config (``conf/model/*.yaml``) and every config a model."""
+    from omegaconf import OmegaConf
+
+    from stn_repro.config import CONF_DIR
+
+    configs = {OmegaConf.load(p).name for p in (CONF_DIR / "model").glob("*.yaml")}
+    assert configs == set(MODELS)
 
 
 def test_two_transformers_feed_four_channels(compose_cfg):
