@@ -143,7 +143,7 @@ def test_table1s_default_is_the_cpu_recipe_with_each_rows_budget(compose_cfg, co
     experiment = f"table1_{column}"
     exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
     base = {"optimizer": "adam", "batch_size": 128, "lr_policy": "cosine", "precision": "auto"}
-    for row in exp.rows:
+    for row in exp.rows if column == "rts" else exp.rows[:2]:  # (composing costs ~1 s a row)
         cfg = compose_run([f"experiment={experiment}"], row, 1)
         budget = [o for o in row.per_schedule.cpu if o.startswith("schedule.iterations=")]
         assert cfg.schedule.name == "cpu" and len(budget) == 1
