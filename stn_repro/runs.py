@@ -139,12 +139,17 @@ def finished_run(run_dir: Path, chash: str) -> dict | None:
     return done if done is not None and done.get("config_hash") == chash else None
 
 
+def read_checkpoint(path: Path) -> dict:
+    """A sealed checkpoint file's contents, on the CPU (raises CorruptFile, OSError, or torch's
+    RuntimeError / EOFError on a damaged file)."""
+    return torch.load(io.BytesIO(unseal(Path(path).read_bytes())), map_location="cpu")
+
+
 def checkpoint_iteration(run_dir: Path, chash: str) -> int:
     """The iteration an unfinished run of config ``chash`` has checkpointed (0: none readable),
     for the tables' progress; quiet: a damaged checkpoint is the run's own business."""
-    path = Path(run_dir) / CHECKPOINTS[0]
     try:
-        ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+        ckpt = read_checkpoint(Path(run_dir) / CHECKPOINTS[0])
     except (CorruptFile, RuntimeError, EOFError, OSError, ValueError):
         return 0
     return int(ckpt.get("iteration", 0)) if ckpt.get("config_hash") == chash else 0
@@ -170,7 +175,7 @@ def load_checkpoint(run_dir: Path, cfg: DictConfig, chash: str,
     problems = []
     for path in found:
         try:
-            ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+            ckpt = read_checkpoint(path)
         except (CorruptFile, RuntimeError, EOFError, OSError) as err:
             problems.append(f"{path} is unusable ({err})")
             continue

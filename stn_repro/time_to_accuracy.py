@@ -9,17 +9,16 @@ row took to reach its paper number.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import CONF_DIR, slug
 from .errors import UserError
-from .files import CorruptFile, read_json, unseal
+from .files import CorruptFile, read_json
 from .paper import paper_value
+from .runs import read_checkpoint
 
 
 @dataclass
@@ -49,7 +48,7 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
     if not path.exists():
         return None
     try:
-        ckpt = torch.load(io.BytesIO(unseal(path.read_bytes())), map_location="cpu")
+        ckpt = read_checkpoint(path)
         held = OmegaConf.load(seed_dir / "config.yaml").dataset.get("validation")
     except (CorruptFile, RuntimeError, EOFError, OSError):
         return None
