@@ -25,7 +25,6 @@ pixel columns 0..27 is ``x0 = 0, x1 = 28``).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -35,13 +34,13 @@ from torch import Tensor, nn
 from torchvision.ops import box_iou
 from torchvision.transforms.functional import gaussian_blur
 
-from .config import config_hash
+from . import signals
 from .data import load_split
 from .data.sources import DIGIT
 from .distributed import pick_device
 from .errors import UserError
-from .files import write_atomic, write_json
-from .runs import clear_run, code_version, finished_metrics
+from .files import write_atomic
+from .lifecycle import RunLife, live
 from .st import Attention, BoundedAttention, SpatialTransformer, sample
 
 
@@ -227,18 +226,18 @@ def class_images(cfg: DictConfig, digit: int, count: int):
 
 def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
                    meta: dict | None = None) -> dict:  # fmt: skip
-    """Optimise one co-localisation (class ``cfg.coloc.digit``) and write its metrics."""
-    run_dir = Path(run_dir)
-    chash = config_hash(cfg)
-    if cfg.get("overwrite"):
-        clear_run(run_dir)
-    done = finished_metrics(run_dir, cfg, chash)
-    if done is not None:
-        return done
-    co = cfg.coloc
+    """Optimise one co-localisation (class ``cfg.coloc.digit``), or resume it, or skip it when
+    finished (the run's life as for training: ``lifecycle``); return its metrics."""
+    return live(cfg, run_dir, lambda life: colocalise(cfg, life, encoder_head, meta or {}))
+
+
+def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta: dict) -> dict:
+    """Optimise the unfinished co-localisation ``cfg`` from the start or from its checkpoint
+    (saved with every Fig. 4 frame, every ``coloc.log_every`` steps, and on a stop signal)."""
+    co, end = cfg.coloc, int(cfg.coloc.iterations)
     device = pick_device(cfg.device)
     torch.manual_seed(int(cfg.seed))
-    gen = torch.Generator().manual_seed(int(cfg.seed))
+    gen = torch.Generator().manual_seed(int(cfg.seed))  # pairs and random crops
     images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
     images = images.to(device)  # (N, 1, canvas, canvas)
     blurred = None
@@ -248,61 +247,78 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
     encoder = Encoder(encoder_head).to(device)
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
     optimizer, decay = coloc_optimizer(co, st.parameters())
-
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(run_dir / "tb"))
-    n = len(images)
     shown = images[:FIG4_IMAGES]
     history = {"steps": [0], "boxes": [current_boxes(st, shown)]}  # the paper's Fig. 4
-    tic = time.perf_counter()
-    for it in range(int(co.iterations)):
-        loss, theta = coloc_loss(co, st, encoder, images, blurred, gen)
-        if not torch.isfinite(loss):
-            raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
-        theta.retain_grad()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    ckpt = life.resume() or {}
+    if ckpt:
+        st.load_state_dict(ckpt["transformer"])
+        optimizer.load_state_dict(ckpt["optimizer"])
         if decay is not None:
-            decay.step()
-        step = it + 1
-        writer.add_scalar("coloc/loss", loss.item(), step)
-        # (B,): how much each window's theta is pushed; zero for a blank window, and for one
-        # whose hinges are all inactive (with inside_canvas: theta's unconstrained parameters)
-        grad = theta.grad.abs().sum(1)
-        writer.add_scalar("coloc/theta_grad_mean", grad.mean().item(), step)
-        writer.add_scalar("coloc/theta_grad_zero_pct", 100.0 * (grad == 0).float().mean().item(),
-                          step)  # fmt: skip
-        if step % co.eval_every == 0 or step == co.iterations:  # the last: the run's result
-            localised, iou = localisation(st, images, true_boxes)
-            writer.add_scalar("coloc/localised_pct", localised, step)
-            writer.add_scalar("coloc/mean_iou", iou.mean().item(), step)
-        if step % co.log_every == 0 or step == co.iterations:
-            log_boxes(writer, st, images[:8], true_boxes[:8], step)
-            history["steps"].append(step)
-            history["boxes"].append(current_boxes(st, shown))
-    save_box_history(run_dir, shown, true_boxes[:FIG4_IMAGES], history)
-    writer.close()
-    metrics = {
-        **(meta or {}),
+            decay.load_state_dict(ckpt["decay"])
+        gen.set_state(ckpt["generator"])
+        history = ckpt["history"]
+    start, before = ckpt.get("iteration", 0), ckpt.get("elapsed", 0.0)
+    writer = life.start(start)
+    tic = time.perf_counter()
+
+    def checkpoint(step: int) -> None:
+        life.save({"iteration": step, "elapsed": before + time.perf_counter() - tic,
+                   "transformer": st.state_dict(), "optimizer": optimizer.state_dict(),
+                   "decay": None if decay is None else decay.state_dict(),
+                   "generator": gen.get_state(), "history": history})  # fmt: skip
+        writer.flush()
+
+    with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
+        for step in range(start + 1, end + 1):
+            loss, theta = coloc_loss(co, st, encoder, images, blurred, gen)
+            if not torch.isfinite(loss):
+                raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
+            theta.retain_grad()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if decay is not None:
+                decay.step()
+            log_step(writer, loss, theta, step)
+            if step % co.eval_every == 0 or step == end:
+                localised, iou = localisation(st, images, true_boxes)
+                writer.add_scalar("coloc/localised_pct", localised, step)
+                writer.add_scalar("coloc/mean_iou", iou.mean().item(), step)
+            framed = step % co.log_every == 0 or step == end
+            if framed:
+                log_boxes(writer, st, images[:8], true_boxes[:8], step)
+                history["steps"].append(step)
+                history["boxes"].append(current_boxes(st, shown))
+            if framed or stop.requested:
+                checkpoint(step)
+            stop.check(f" at step {step} of {life.run_dir}, after saving its checkpoint")
+    seconds = before + time.perf_counter() - tic
+    localised, iou = localisation(st, images, true_boxes)  # the run's result
+    save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], history)
+    return life.finish({
+        **meta,
         "localised_pct": localised,
         "mean_iou": round(iou.mean().item(), 4),
         "digit": int(co.digit),
-        "images": n,
-        "iterations": int(co.iterations),
-        "wall_time_s": round(time.perf_counter() - tic, 2),
+        "images": len(images),
+        "iterations": end,
+        "wall_time_s": round(seconds, 2),
         "dataset": cfg.dataset.name,
         "data": f"{cfg.dataset.generator} {OmegaConf.to_container(cfg.dataset.params)}",
         "schedule": cfg.schedule.name,
         "seed": int(cfg.seed),
         "params": sum(p.numel() for p in st.parameters()),
-        "config_hash": chash,
-        "code": code_version(),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    return write_json(run_dir / "metrics.json", metrics)
+    })
+
+
+def log_step(writer, loss: Tensor, theta: Tensor, step: int) -> None:
+    """The step's loss, and how much each window's theta is pushed (``theta.grad``, ``(B,
+    3)``): zero for a blank window, and for one whose hinges are all inactive (with
+    inside_canvas: theta's unconstrained parameters)."""
+    writer.add_scalar("coloc/loss", loss.item(), step)
+    grad = theta.grad.abs().sum(1)  # (B,)
+    writer.add_scalar("coloc/theta_grad_mean", grad.mean().item(), step)
+    writer.add_scalar("coloc/theta_grad_zero_pct", 100.0 * (grad == 0).float().mean().item(), step)
 
 
 FIG4_IMAGES = 3  # images whose boxes are kept at every logged step (the paper's Fig. 4)

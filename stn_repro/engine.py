@@ -1,8 +1,9 @@
 """One run: data, model and optimiser from the config; train; evaluate; log; checkpoint.
 
-``train_run(cfg, run_dir, meta)`` trains exactly one model and writes, in ``run_dir``:
-``config.yaml`` (the resolved config), ``tb/`` (TensorBoard), ``checkpoint.pt`` (atomic, for
-resuming) and ``metrics.json`` (atomic, written last: a run is finished when it exists).
+``train_run(cfg, run_dir, meta)`` trains exactly one model. Its files (``config.yaml``,
+``tb/``, ``checkpoint.pt``, ``metrics.json`` written last) and its skip / resume / finish are
+the run's life (``lifecycle``); here are the step, read top to bottom in ``train``, and the
+periodic jobs it runs after a step (``Job``: log, images, snapshot, evaluate, checkpoint).
 Under ``torchrun`` every process runs ``train_run`` for the same run and they train it as
 one (``distributed``): rank 0 writes, the others compute.
 """
@@ -12,34 +13,24 @@ from __future__ import annotations
 import math
 import platform
 import time
-from contextlib import nullcontext
-from dataclasses import asdict
-from datetime import datetime, timezone
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import distributed, signals, speed
-from .config import config_hash, model_label
+from .config import model_label
 from .data.feeds import make_feed, source_inputs
 from .distributed import ALONE, Ranks, pick_device
 from .errors import UserError
-from .files import write_atomic, write_json
+from .lifecycle import RunLife, live
 from .models import DataSpec, build_model, count_params
-from .runs import (
-    clear_run,
-    code_version,
-    finished_metrics,
-    load_checkpoint,
-    save_checkpoint,
-    save_snapshot,
-)
+from .runs import save_snapshot
 from .st.inspect import traced, transformers
 from .tasks import TASKS
-from .terminal import teed
 from .viz import tiles
 
 
@@ -202,13 +193,6 @@ def log_pose(writer, model: nn.Module, feed, dataset: DictConfig, step: int) -> 
 POSE_IMAGES = 2000  # test images the pose is measured on during training
 
 
-class NoWriter:
-    """What ranks other than 0 log to: nothing (every SummaryWriter method does nothing)."""
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-
 def point(iteration: int, seconds: float, schedule: DictConfig, error: float) -> dict:
     """One point of a run's time-to-accuracy curve (``metrics.json``'s ``curve``): training
     seconds so far (periodic evaluations included), images seen, the watched split's error."""
@@ -221,202 +205,297 @@ ERROR_CHART = {"errors": {"train / val / test error (%)": [
 """TensorBoard's Custom Scalars layout of every run: its three error curves on one chart."""
 
 
+class Clock:
+    """Training seconds across resumes: those the resumed checkpoint had counted plus this
+    launch's since the clock was made (periodic evaluations included)."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.tic = before, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.tic
+
+
+@dataclass
+class Step:
+    """What one training step leaves for the periodic jobs."""
+
+    step: int  # iterations done
+    last: bool  # the schedule's last iteration
+    stopping: bool  # a stop signal reached some rank: checkpoint now, then stop
+    logits: Tensor  # (B, classes) or (B, L, classes): this rank's share of the batch
+    y: Tensor  # (B,) or (B, L)
+    loss: Tensor  # the batch's mean loss over every rank, on the device
+    lr: float  # the base learning rate of this step
+
+
+class Job:
+    """A periodic job of the training loop (after detectron2's hooks): due every ``every``
+    steps (0: never) and, with ``at_end``, at the last; ``due`` is the same on every rank
+    (a job may be collective), then ``run`` does it."""
+
+    every: int = 0
+    at_end: bool = False
+
+    def due(self, now: Step) -> bool:
+        return (self.every > 0 and now.step % self.every == 0) or (self.at_end and now.last)
+
+    def run(self, now: Step) -> None:
+        raise NotImplementedError
+
+
+class LogTraining(Job):
+    """``train/loss``, ``train/error`` (the step's batch, over every rank) and ``train/lr``;
+    the loss on the progress bar."""
+
+    at_end = True
+
+    def __init__(self, every: int, writer, task, where: Ranks, bar):
+        self.every, self.writer, self.task, self.where, self.bar = every, writer, task, where, bar
+
+    def run(self, now: Step) -> None:
+        counts = torch.stack([self.task.wrong(now.logits, now.y), now.y.new_tensor(len(now.y))])
+        wrong = distributed.total(counts, self.where)
+        self.writer.add_scalar("train/loss", now.loss.item(), now.step)
+        self.writer.add_scalar("train/error", 100.0 * wrong[0].item() / wrong[1].item(), now.step)
+        self.writer.add_scalar("train/lr", now.lr, now.step)
+        self.bar.set_postfix(loss=f"{now.loss.item():.3f}")
+
+
+class LogImages(Job):
+    """The transformers' outputs, grids and thetas on a fixed preview batch (``log_images``)."""
+
+    at_end = True
+
+    def __init__(self, every: int, writer, model: nn.Module, preview: Tensor, where: Ranks):
+        self.every, self.writer, self.model, self.preview = every, writer, model, preview
+        self.where = where
+
+    def run(self, now: Step) -> None:
+        if self.where.main:
+            log_images(self.writer, self.model, self.preview, now.step)
+
+
+class Snapshot(Job):
+    """The spatial transformers' weights (``snapshots/``, for animations); rank 0, and only
+    for a model that has transformers."""
+
+    def __init__(self, every: int, run_dir: Path, model: nn.Module, where: Ranks):
+        self.every, self.run_dir, self.where = every, run_dir, where
+        self.sts = transformers(model)
+
+    def save(self, step: int) -> None:
+        if self.every and self.sts and self.where.main:
+            save_snapshot(self.run_dir, step, [st.state_dict() for st in self.sts])
+
+    def run(self, now: Step) -> None:
+        self.save(now.step)
+
+
+class Evaluate(Job):
+    """The watched split's error (val when held out, else test) to TensorBoard and the
+    time-to-accuracy curve, and the pose the transformers remove; not at the last step (the
+    run's final evaluation follows it)."""
+
+    def __init__(self, every: int, cfg: DictConfig, writer, model, feed, task, where: Ranks,
+                 clock: Clock, curve: list[dict]):  # fmt: skip
+        self.every, self.cfg, self.writer, self.model = every, cfg, writer, model
+        self.feed, self.task, self.where, self.clock, self.curve = feed, task, where, clock, curve
+        self.watch = watched_split(feed)
+
+    def due(self, now: Step) -> bool:
+        return super().due(now) and not now.last
+
+    def run(self, now: Step) -> None:
+        error = evaluate(self.model, self.feed, self.watch, self.task, self.where)
+        self.writer.add_scalar(f"{self.watch}/error", error, now.step)
+        self.curve.append(point(now.step, self.clock.seconds(), self.cfg.schedule, error))
+        if self.where.main:
+            log_pose(self.writer, self.model, self.feed, self.cfg.dataset, now.step)
+
+
+class Checkpoint(Job):
+    """Model, optimiser, every rank's random state, the clock and the curve, checked finite
+    first; also at the last step and when stopping."""
+
+    at_end = True
+
+    def __init__(self, every: int, life: RunLife, model, optimizer, spec: DataSpec,
+                 clock: Clock, curve: list[dict], lr: float):  # fmt: skip
+        self.every, self.life, self.model, self.optimizer = every, life, model, optimizer
+        self.spec, self.clock, self.curve, self.lr = spec, clock, curve, lr
+
+    def due(self, now: Step) -> bool:
+        return super().due(now) or now.stopping
+
+    def run(self, now: Step) -> None:
+        where = self.life.where
+        check_weights(self.model, now.step, self.life.run_dir, self.lr)  # (same on every rank)
+        states = distributed.gathered(rng_state(), where)  # every rank's dropout draws
+        self.life.save({
+            "iteration": now.step, "elapsed": self.clock.seconds(), "curve": self.curve,
+            "spec": asdict(self.spec), "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "rng": states[0],
+            **({"rng_ranks": states} if where.several else {}),
+        })  # fmt: skip
+        self.life.writer.flush()
+
+
+def watched_split(feed) -> str:
+    """The split evaluated during training: val when one is held out, else test."""
+    return "val" if "val" in feed.splits else "test"
+
+
+def agree(loss: Tensor, stop: signals.Stop, where: Ranks) -> tuple[Tensor, bool]:
+    """The batch's mean loss over every rank, and whether a stop signal reached any rank (a
+    signal arriving after this is seen at the next step, or after the loop)."""
+    if not where.several:
+        return loss.detach(), stop.requested
+    shared = distributed.total(torch.stack([loss.detach().float(),
+                                            loss.new_tensor(stop.requested)]), where)  # fmt: skip
+    return shared[0] / where.world, bool(shared[1])
+
+
 def train_run(cfg: DictConfig, run_dir: str | Path, meta: dict | None = None) -> dict:
     """Train, or resume, or skip (when finished) the run ``cfg`` describes; return its metrics.
 
     ``meta`` (experiment, table, column, row) is stored in ``metrics.json`` for the tables.
     """
-    run_dir = Path(run_dir)
-    chash = config_hash(cfg)
     where = distributed.ranks()  # alone, or one of several processes training this run
-    if cfg.get("overwrite") and where.main:
-        clear_run(run_dir)
-    distributed.barrier(where)  # rank 0 holds the run's lock (and has cleared it): read it
     inputs = source_inputs(cfg)  # the original files, read (None: generated MNIST sets) ...
     data_key = inputs[0] if inputs else None  # ... and their identity
-    done = finished_metrics(run_dir, cfg, chash, data_key)
-    if done is not None:
-        return done
-    with teed(run_dir / "log.txt") if where.main else nullcontext():  # what the terminal shows
-        return train(cfg, run_dir, meta, chash, where, inputs)
+    return live(cfg, run_dir, lambda life: train(cfg, life, meta or {}, inputs), where, data_key)
 
 
-def train(cfg: DictConfig, run_dir: Path, meta: dict | None, chash: str, where: Ranks,
-          inputs) -> dict:  # fmt: skip
+def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
     """Train (from scratch, or on from its checkpoint) the unfinished run ``cfg``."""
-    data_key = inputs[0] if inputs else None
-    schedule = cfg.schedule
+    schedule, log, where = cfg.schedule, cfg.schedule.log, life.where
     if schedule.batch_size % where.world:
         raise UserError(f"schedule.batch_size={schedule.batch_size} does not split evenly over "
                         f"{where.world} processes; choose a multiple of {where.world}")  # fmt: skip
     device = pick_device(cfg.device, where)
     precision = speed.resolve_precision(schedule.precision, device)  # auto: bf16 or fp32
-    ckpt = load_checkpoint(run_dir, cfg, chash, data_key)
+    ckpt = life.resume() or {}
 
-    # ---- data and task ---------------------------------------------------------------------
+    # ---- data, task, model, optimiser -------------------------------------------------------
     feed = make_feed(cfg, device, inputs)  # in memory (generated MNIST) or HDF5 + DataLoader
     task = TASKS[cfg.dataset.task]
-    watch = "val" if "val" in feed.splits else "test"  # evaluated during training
     spec = DataSpec(feed.sample_shape, int(cfg.dataset.num_classes),
                     int(cfg.dataset.st_pool), int(cfg.dataset.positions))  # fmt: skip
-
-    # ---- model and optimiser --------------------------------------------------------------
     torch.manual_seed(int(cfg.seed))
     model = build_model(cfg.model, spec).to(device)
     speed.prepare(model, cfg.speed)  # memory layout
     speed.set_precision(precision)
     optimizer = make_optimizer(model, schedule)
-    start, elapsed = 0, 0.0
-    curve: list[dict] = []  # the watched split's error against training time and images seen
-    if ckpt is not None:
+    if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        start, elapsed = ckpt["iteration"], ckpt["elapsed"]
-        curve = ckpt.get("curve", [])
-    net = model  # what the training step calls: with several ranks, the gradient-averaging DDP
-    if where.several:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)  # each rank its own dropout draws
-    net = speed.compiled(net, cfg.speed, device)
+    start, curve = ckpt.get("iteration", 0), ckpt.get("curve", [])  # curve: val error vs time
+    net = trained_net(model, cfg, device, where)  # what the step calls (DDP, compiled)
     forward_precision = speed.autocast(precision, device)
-
-    writer = NoWriter()
-    if where.main:
-        write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        from torch.utils.tensorboard import SummaryWriter
-
-        # On resume, drop the events logged after the checkpoint (steps > start), keep the rest.
-        writer = SummaryWriter(str(run_dir / "tb"), purge_step=start + 1 if start else None)
-        writer.add_custom_scalars(ERROR_CHART)  # train, val and test error on one chart
-    log = schedule.log
+    writer = life.start(start)
+    writer.add_custom_scalars(ERROR_CHART)  # train, val and test error on one chart
     preview, _ = feed.preview(32)
-
-    def checkpoint(iteration: int) -> None:
-        check_weights(model, iteration, run_dir, schedule.lr)  # (identical on every rank)
-        states = distributed.gathered(rng_state(), where)  # every rank's dropout draws
-        if where.main:
-            save_checkpoint(run_dir, {
-                "config_hash": chash, "data_key": data_key, "iteration": iteration,
-                "elapsed": elapsed, "curve": curve,
-                "spec": asdict(spec), "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "code": code_version(), "rng": states[0],
-                **({"rng_ranks": states} if where.several else {}),
-            })  # fmt: skip
-        distributed.barrier(where)  # no rank leaves (and may stop) before it is written
-
-    if ckpt is not None:  # dropout draws continue as if never interrupted
+    if ckpt:  # dropout draws continue as if never interrupted
         states = ckpt.get("rng_ranks", [ckpt.get("rng")])
         if len(states) == where.world and states[where.rank] is not None:
             set_rng_state(states[where.rank])  # (resumed on another number of ranks: new draws)
 
-    # ---- training loop ----------------------------------------------------------------------
-    snapshots = bool(log.snapshot_every and where.main and transformers(model))
-    if snapshots and start == 0:
-        save_snapshot(run_dir, 0, [st.state_dict() for st in transformers(model)])  # untrained
-    model.train()
-    tic = time.perf_counter()
+    # ---- the periodic jobs, and the training loop ----------------------------------------------
+    clock = Clock(ckpt.get("elapsed", 0.0))
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
                disable=not (cfg.progress and where.main),
-               desc=f"{(meta or {}).get('row') or model_label(cfg)} seed {cfg.seed}")  # fmt: skip
-    batches = feed.train_batches(start, where)
+               desc=f"{meta.get('row') or model_label(cfg)} seed {cfg.seed}")  # fmt: skip
+    snapshot = Snapshot(log.snapshot_every, life.run_dir, model, where)
+    jobs = [LogTraining(log.every, writer, task, where, bar),
+            LogImages(log.image_every, writer, model, preview, where), snapshot,
+            Evaluate(log.eval_every, cfg, writer, model, feed, task, where, clock, curve),
+            Checkpoint(log.checkpoint_every, life, model, optimizer, spec, clock, curve,
+                       schedule.lr)]  # fmt: skip
+    if start == 0:
+        snapshot.save(0)  # the untrained transformers
+    model.train()
+    batches = feed.train_batches(start, where)  # never ends
     finite = FiniteWatch()
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
-        # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L): this rank's share of the batch.
-        # The feed's batches never end.
+        # x (B, C, H, W) or (B, C, D, H, W); y (B,) or (B, L): this rank's share of the batch
         for it, (x, y) in zip(bar, batches, strict=False):
-            factor = lr_factor(schedule, it)
+            lr = schedule.lr * lr_factor(schedule, it)
             for group in optimizer.param_groups:
-                group["lr"] = schedule.lr * factor * group["lr_scale"]
+                group["lr"] = lr * group["lr_scale"]
             if len(y) * where.world != schedule.batch_size:
                 raise RuntimeError(f"the feed gave {len(y)} samples, not this process's share "
                                    f"of {schedule.batch_size}")  # fmt: skip
             with forward_precision:
                 logits = net(speed.layout(x, cfg.speed))  # (B, classes) or (B, L, classes)
                 loss = task.loss(logits, y)
-            if where.several:  # the ranks agree on the batch's mean loss and on stopping
-                shared = distributed.total(
-                    torch.stack([loss.detach().float(), loss.new_tensor(stop.requested)]), where
-                )  # (a signal arriving after this is seen at the next step, or after the loop)
-                batch_loss, stopping = shared[0] / where.world, bool(shared[1])
-            else:
-                batch_loss, stopping = loss.detach(), stop.requested
+            batch_loss, stopping = agree(loss, stop, where)
             finite.see(batch_loss, it)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            step = it + 1
-            last = step == schedule.iterations
-            due = {  # what this step does besides training (the same on every rank)
-                "log": step % log.every == 0 or last,
-                "images": step % log.image_every == 0 or last,
-                "snapshot": bool(log.snapshot_every) and step % log.snapshot_every == 0,
-                "eval": step % log.eval_every == 0 and not last,
-                "checkpoint": step % log.checkpoint_every == 0 or last or stopping,
-            }
-            if any(due.values()):
-                finite.check(run_dir, schedule.lr)  # before logging, evaluating, checkpointing
-            if due["log"]:
-                wrong = distributed.total(torch.stack([task.wrong(logits, y),
-                                                       y.new_tensor(len(y))]), where)  # fmt: skip
-                writer.add_scalar("train/loss", batch_loss.item(), step)
-                writer.add_scalar("train/error", 100.0 * wrong[0].item() / wrong[1].item(), step)
-                writer.add_scalar("train/lr", schedule.lr * factor, step)
-                bar.set_postfix(loss=f"{batch_loss.item():.3f}")
-            if where.main and due["images"]:
-                log_images(writer, model, preview, step)
-            if snapshots and due["snapshot"]:
-                save_snapshot(run_dir, step, [st.state_dict() for st in transformers(model)])
-            if due["eval"]:
-                error = evaluate(model, feed, watch, task, where)
-                writer.add_scalar(f"{watch}/error", error, step)
-                curve.append(point(step, elapsed + time.perf_counter() - tic, schedule, error))
-                if where.main:
-                    log_pose(writer, model, feed, cfg.dataset, step)
-            if due["checkpoint"]:
-                elapsed += time.perf_counter() - tic
-                tic = time.perf_counter()
-                checkpoint(step)
-                writer.flush()
+            now = Step(it + 1, it + 1 == schedule.iterations, stopping, logits, y, batch_loss, lr)
+            due = [job for job in jobs if job.due(now)]
+            if due:
+                finite.check(life.run_dir, schedule.lr)  # before logging, evaluating, saving
+            for job in due:
+                job.run(now)
             if stopping:
                 stop.request()  # the ranks that got no signal stop with the one that did
-                stop.check(f" at iteration {step} of {run_dir}, after saving its checkpoint")
+                stop.check(f" at iteration {now.step} of {life.run_dir}, after saving its "
+                           "checkpoint")  # fmt: skip
         # A signal during the last step's logging or checkpoint: stop before evaluating.
         if distributed.total(torch.tensor([float(stop.requested)], device=device), where).item():
             stop.request()
-            stop.check(f" at iteration {schedule.iterations} of {run_dir}, after saving its "
+            stop.check(f" at iteration {schedule.iterations} of {life.run_dir}, after saving its "
                        "checkpoint")  # fmt: skip
     del batches  # stops DataLoader workers
-    elapsed += time.perf_counter() - tic
+    seconds = clock.seconds()
+    return finish(cfg, life, meta, model, feed, task, curve, seconds, device, precision)
 
-    # ---- evaluation and metrics ----------------------------------------------------------
+
+def trained_net(model: nn.Module, cfg: DictConfig, device: torch.device, where: Ranks):
+    """What the training step calls: ``model``, or with several ranks the gradient-averaging
+    DDP around it (each rank then draws its own dropout masks); compiled when asked."""
+    net = model
+    if where.several:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(int(cfg.seed) * 1_000 + where.rank)
+    return speed.compiled(net, cfg.speed, device)
+
+
+def finish(cfg: DictConfig, life: RunLife, meta: dict, model: nn.Module, feed, task,
+           curve: list[dict], seconds: float, device: torch.device, precision: str
+           ) -> dict:  # fmt: skip
+    """The trained model's val and test error, logged, and the run's ``metrics.json``."""
+    schedule, where, writer, end = cfg.schedule, life.where, life.writer, cfg.schedule.iterations
+    watch = watched_split(feed)
     val_error = evaluate(model, feed, "val", task, where) if "val" in feed.splits else None
     test_error = evaluate(model, feed, "test", task, where)
     params = count_params(model)
     if where.main:
-        log_pose(writer, model, feed, cfg.dataset, schedule.iterations)
+        log_pose(writer, model, feed, cfg.dataset, end)
     if val_error is not None:
-        writer.add_scalar("val/error", val_error, schedule.iterations)
-    end = schedule.iterations
-    curve.append(point(end, elapsed, schedule, val_error if watch == "val" else test_error))
-    writer.add_scalar("test/error", test_error, schedule.iterations)
+        writer.add_scalar("val/error", val_error, end)
+    curve.append(point(end, seconds, schedule, val_error if watch == "val" else test_error))
+    writer.add_scalar("test/error", test_error, end)
     transform = cfg.model.transform.name if cfg.model.get("transform") else None
     hparams = {"model": cfg.model.name, "transform": str(transform), "dataset": cfg.dataset.name,
                "schedule": schedule.name, "seed": int(cfg.seed), "params": params}  # fmt: skip
     writer.add_hparams(hparams, {"hparam/test_error": test_error}, run_name=".")
-    writer.close()
-    metrics = {
-        **(meta or {}),
+    return life.finish({
+        **meta,
         "test_error": test_error,
         "val_error": val_error,
         "metric": task.caption,
         "params": params,
-        "iterations": int(schedule.iterations),
-        "wall_time_s": round(elapsed, 2),
+        "iterations": int(end),
+        "wall_time_s": round(seconds, 2),
         "curve_split": watch,  # the split ``curve`` follows (val when one is held out)
         "curve": curve,
-        "images_per_s": round(schedule.iterations * schedule.batch_size / max(elapsed, 1e-9), 1),
+        "images_per_s": round(end * schedule.batch_size / max(seconds, 1e-9), 1),
         "train_images": feed.train_size,
         **{f"{split}_images": len(data) for split, data in feed.splits.items()},
         "dataset": cfg.dataset.name,
@@ -426,17 +505,9 @@ def train(cfg: DictConfig, run_dir: Path, meta: dict | None, chash: str, where: 
         "width": cfg.model.width,  # SVHN models (1: the paper's width)
         "schedule": schedule.name,
         "seed": int(cfg.seed),
-        "config_hash": chash,
-        "data_key": data_key,  # the original files' identity (None: generated MNIST sets)
         "device": str(device),
         "precision": precision,  # as computed (schedule.precision=auto: bf16 or fp32)
         "processes": where.world,  # training it together (torchrun)
         "torch": torch.__version__,
-        "code": code_version(),
         "host": platform.node(),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    if where.main:
-        metrics = write_json(run_dir / "metrics.json", metrics)
-    distributed.barrier(where)  # the run is finished for every rank
-    return metrics
+    })

@@ -265,9 +265,9 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
         chash = config_hash(run.cfg)
         done = finished_run(run.where, chash)
         start = 0 if done is not None else checkpoint_iteration(run.where, chash)
+        end = (run.cfg.coloc if coloc else run.cfg.schedule).iterations
         state = ("skipped: finished" if done is not None else
-                 f"resumed from iteration {start:,} of {run.cfg.schedule.iterations:,}" if start
-                 else "new")  # fmt: skip
+                 f"resumed from iteration {start:,} of {end:,}" if start else "new")  # fmt: skip
         tic = time.perf_counter()
         say(f"{clock.place(run)}: {state} -> {run.where}")
         if coloc:

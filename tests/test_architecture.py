@@ -12,7 +12,8 @@ LAYERS = [  # each may import its own layer and those above it in this list
      "distributed", "speed", "contrast"},  # base: no knowledge of models or data
     {"st"},  # the layer library
     {"data", "models"},  # generators and stored data; the models (never each other)
-    {"runs", "schema", "trained", "pose"},  # run records, config checks, finished models
+    {"runs", "lifecycle", "schema", "trained", "pose"},  # run records and life, config checks,
+    # finished models
     {"engine", "coloc", "figures", "tables", "time_to_accuracy", "report"},
     {"experiment", "analysis", "coloc_ablation", "gpu_check"},
     {"cli"},

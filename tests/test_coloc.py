@@ -292,3 +292,43 @@ def test_leaky_localisation_keeps_a_gradient_where_relus_are_dead():
         out = net(x)
         out.sum().backward()
         assert (out.abs().sum() > 0) == leaky and (x.grad.abs().sum() > 0) == leaky
+
+
+def test_a_stopped_colocalisation_resumes_from_its_checkpoint_to_the_same_result(
+        compose_cfg, smoke, tmp_path, monkeypatch):  # fmt: skip
+    # The run's life is training's (lifecycle): a stop signal checkpoints after its step, and
+    # the next launch goes on from there to what one uninterrupted run gives, bit for bit.
+    import pytest
+
+    from stn_repro import coloc, signals
+    from stn_repro.experiment import compose_run
+    from stn_repro.runs import checkpoint_iteration
+
+    cfg = compose_cfg("experiment=table5_coloc_t")
+    row = cfg.experiment.rows[3]
+    run_cfg = compose_run([*smoke, "experiment=table5_coloc_t", "coloc.iterations=7",
+                           "coloc.log_every=3", "coloc.lr_decay=cosine"], row, 1)  # fmt: skip
+    torch.manual_seed(0)
+    head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
+    whole = coloc.colocalise_run(run_cfg, tmp_path / "whole", head)
+
+    real_loss, steps = coloc.coloc_loss, []
+
+    def stop_at_step_5(*args):
+        steps.append(1)
+        if len(steps) == 5:
+            signals.STOP.request()  # as the handler does when a signal arrives mid-step
+        return real_loss(*args)
+
+    monkeypatch.setattr(coloc, "coloc_loss", stop_at_step_5)
+    with pytest.raises(signals.Interrupted, match="at step 5 of"):
+        coloc.colocalise_run(run_cfg, tmp_path / "stopped", head)
+    assert not (tmp_path / "stopped" / "metrics.json").exists()
+    assert checkpoint_iteration(tmp_path / "stopped", whole["config_hash"]) == 5
+    resumed = coloc.colocalise_run(run_cfg, tmp_path / "stopped", head)
+    assert len(steps) == 7  # steps 6 and 7 only: resumed, not redone
+    same = ("localised_pct", "mean_iou", "iterations", "config_hash")
+    assert {k: resumed[k] for k in same} == {k: whole[k] for k in same}
+    kept = [torch.load(tmp_path / d / "boxes.pt") for d in ("whole", "stopped")]
+    assert kept[0]["steps"].tolist() == kept[1]["steps"].tolist() == [0, 3, 6, 7]
+    torch.testing.assert_close(kept[1]["boxes"], kept[0]["boxes"], rtol=0, atol=0)
