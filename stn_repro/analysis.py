@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import slug
+from .config import runs_dir, slug
 from .errors import UserError
 from .figures import (
     addition_figure,
@@ -50,7 +50,7 @@ ANIMATED = {**{e: ["ST-CNN Aff", "ST-FCN Aff"] for e in TABLE1},
 def first_run(output_dir: Path, experiment: str, schedule: str, row: str) -> Path | None:
     """The finished run of ``row`` with the lowest seed (the newest, if an edited config left
     older ones), or None."""
-    found = (output_dir / "runs" / experiment / schedule / slug(row)).glob("*/seed*/metrics.json")
+    found = runs_dir(output_dir, experiment, schedule, row).glob("*/seed*/metrics.json")
     found = sorted(found, key=lambda p: (int(p.parent.name[4:]), -p.stat().st_mtime))
     return found[0].parent if found else None
 

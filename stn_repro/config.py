@@ -91,6 +91,14 @@ def model_label(cfg: DictConfig) -> str:
     return cfg.model.name + (f"-{transform.name}" if transform else "")
 
 
+def runs_dir(output_dir: str | Path, experiment: str, schedule: str, row: str | None = None
+             ) -> Path:  # fmt: skip
+    """``<output_dir>/runs/<experiment>/<schedule>`` (and ``/<row>``): the one place that knows
+    where runs live; each run is ``<config>/seed<k>`` below its row (``run_dir``)."""
+    base = Path(output_dir) / "runs" / experiment / schedule
+    return base / slug(row) if row else base
+
+
 def run_dir(cfg: DictConfig, experiment: str = "adhoc", row: str | None = None) -> Path:
     """``outputs/runs/<experiment>/<schedule>/<row>/<config>/seed<k>`` unless ``cfg.run_dir``
     is set. ``<config>`` is 8 hex digits of the config's hash (seed aside), so a changed config
@@ -98,7 +106,5 @@ def run_dir(cfg: DictConfig, experiment: str = "adhoc", row: str | None = None) 
     if cfg.get("run_dir"):
         return Path(cfg.run_dir)
     row = row or f"{cfg.dataset.name}-{model_label(cfg)}"
-    return (
-        Path(cfg.paths.output_dir) / "runs" / experiment / cfg.schedule.name / slug(row)
-        / config_hash(cfg, with_seed=False)[:8] / f"seed{cfg.seed}"
-    )  # fmt: skip
+    return (runs_dir(cfg.paths.output_dir, experiment, cfg.schedule.name, row)
+            / config_hash(cfg, with_seed=False)[:8] / f"seed{cfg.seed}")  # fmt: skip

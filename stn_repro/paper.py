@@ -1,10 +1,40 @@
-"""The paper's published numbers, in one place, each with its table, row, column and source.
+"""Each table's facts in one spec, registered in report order: its rows and columns, the
+paper's numbers, where they were read, the rows that are other papers' models, its metric.
 
-Values are % test error (GTSRB's published accuracies are converted: 100 - accuracy).
-``SOURCES`` says where each table's numbers were read from.
+Values are % test error (published accuracies are converted: 100 - accuracy). Adding a table is
+one ``register(TableSpec(...))`` here plus its experiments (docs/adding-a-table.md).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One table of the suite, as the table step and the report read it."""
+
+    name: str  # experiments' ``experiment.table``
+    rows: list[str]  # in the paper's order
+    columns: list[str]
+    source: str  # where the paper's numbers stand (the table's "Paper:" line)
+    paper: dict[tuple[str, str], float] = field(default_factory=dict)  # (row, column) -> %
+    reference_rows: tuple[str, ...] = ()  # other papers' models: their number only, not trained
+    metric: str = "test_error"  # the key in metrics.json
+    caption: str = "% test error"
+    with_accuracy: bool = False  # also show % accuracy (100 - % error), as the source publishes
+
+
+TABLES: dict[str, TableSpec] = {}
+"""Every table, in report order."""
+
+
+def register(spec: TableSpec) -> TableSpec:
+    if spec.name in TABLES:
+        raise ValueError(f"table {spec.name!r} is registered twice")
+    TABLES[spec.name] = spec
+    return spec
+
 
 SOURCES = {
     "table1": (
@@ -71,31 +101,16 @@ TABLE1_LEFT = {
 # Table 1, right part: % error on TC; the ST models there use the affine transformer.
 TABLE1_TC = {"FCN": 13.2, "CNN": 3.5, "ST-FCN Aff": 2.0, "ST-CNN Aff": 1.7}
 
-PAPER: dict[str, dict[tuple[str, str], float]] = {
-    "table1": {
-        **{
-            (row, column): value
-            for row, values in TABLE1_LEFT.items()
-            for column, value in zip(("R", "RTS", "P", "E"), values, strict=True)
-        },
-        **{(row, "TC"): value for row, value in TABLE1_TC.items()},
-    },
-}
-
 TABLE4_ROWS = [
     "FCN", "CNN",
     "ST-FCN Aff", "ST-FCN Proj", "ST-FCN TPS",
     "2xST-FCN Aff", "2xST-FCN Proj", "2xST-FCN TPS",
 ]  # fmt: skip
 TABLE4_COLUMNS = ["Addition"]
-PAPER["table4"] = {
-    (row, "Addition"): value
-    for row, value in zip(TABLE4_ROWS, [47.7, 14.7, 22.6, 18.5, 19.1, 9.0, 5.9, 5.8], strict=True)
-}
 
 TABLE2_ROWS = ["Maxout CNN", "CNN", "DRAM*", "ST-CNN Single", "ST-CNN Multi"]
 TABLE2_COLUMNS = ["64px", "128px"]
-PAPER["table2"] = {
+TABLE2_PAPER = {
     ("Maxout CNN", "64px"): 4.0,
     ("CNN", "64px"): 4.0, ("CNN", "128px"): 5.6,
     ("DRAM*", "64px"): 3.9, ("DRAM*", "128px"): 4.5,
@@ -113,7 +128,6 @@ GTSRB_ACCURACY = {
     ("CNN + 2 ST", "26 epochs"): 99.67,
 }
 """The published % test accuracies; the held-out-tracks column has none."""
-PAPER["gtsrb"] = {cell: round(100 - acc, 2) for cell, acc in GTSRB_ACCURACY.items()}
 
 TABLE3_ROWS = [
     "Cimpoi '15", "Zhang '14", "Branson '14", "Lin '15", "Simon '15",
@@ -122,29 +136,41 @@ TABLE3_ROWS = [
 TABLE3_COLUMNS = ["CUB"]
 TABLE3_ACCURACY = dict(zip(TABLE3_ROWS, [66.7, 74.9, 75.7, 80.9, 81.0, 82.3, 83.1, 83.9, 84.1],
                            strict=True))  # fmt: skip
-PAPER["table3"] = {(row, "CUB"): round(100 - acc, 2) for row, acc in TABLE3_ACCURACY.items()}
-
-REFERENCE_ROWS = {
-    "table2": ("Maxout CNN", "DRAM*"),
-    "gtsrb": ("IDSIA committee of 25 CNNs", "Human"),
-    "table3": tuple(TABLE3_ROWS[:5]),
-}
-"""Rows of other papers' models: the paper's number only, never trained here."""
 
 TABLE3D_ROWS = ["CNN on projection", "3D ST-CNN"]
 TABLE3D_COLUMNS = ["3D MNIST"]
 
 TABLE5_ROWS = [str(d) for d in range(10)]
 TABLE5_COLUMNS = ["T", "TC"]
-PAPER["table5"] = {
+
+
+register(TableSpec("table1", TABLE1_ROWS, TABLE1_COLUMNS, SOURCES["table1"], {
+    **{(row, column): value for row, values in TABLE1_LEFT.items()
+       for column, value in zip(("R", "RTS", "P", "E"), values, strict=True)},
+    **{(row, "TC"): value for row, value in TABLE1_TC.items()},
+}))  # fmt: skip
+register(TableSpec("table2", TABLE2_ROWS, TABLE2_COLUMNS, SOURCES["table2"], TABLE2_PAPER,
+                   reference_rows=("Maxout CNN", "DRAM*"), caption="% sequence error"))  # fmt: skip
+register(TableSpec("table3", TABLE3_ROWS, TABLE3_COLUMNS, SOURCES["table3"],
+                   {(row, "CUB"): round(100 - acc, 2) for row, acc in TABLE3_ACCURACY.items()},
+                   reference_rows=tuple(TABLE3_ROWS[:5]), caption="% test error and accuracy",
+                   with_accuracy=True))  # fmt: skip
+register(TableSpec("table4", TABLE4_ROWS, TABLE4_COLUMNS, SOURCES["table4"], {
+    (row, "Addition"): value
+    for row, value in zip(TABLE4_ROWS, [47.7, 14.7, 22.6, 18.5, 19.1, 9.0, 5.9, 5.8], strict=True)
+}))  # fmt: skip
+register(TableSpec("table5", TABLE5_ROWS, TABLE5_COLUMNS, SOURCES["table5"], {
     **{(d, "T"): 100.0 for d in TABLE5_ROWS},
-    **{
-        (d, "TC"): value
-        for d, value in zip(TABLE5_ROWS, [81, 82, 88, 75, 94, 84, 93, 85, 89, 87], strict=True)
-    },
-}
+    **{(d, "TC"): value for d, value in
+       zip(TABLE5_ROWS, [81, 82, 88, 75, 94, 84, 93, 85, 89, 87], strict=True)},
+}, metric="localised_pct", caption="% of digits localised (IoU > 0.5)"))  # fmt: skip
+register(TableSpec("table3d", TABLE3D_ROWS, TABLE3D_COLUMNS, SOURCES["table3d"]))
+register(TableSpec("gtsrb", GTSRB_ROWS, GTSRB_COLUMNS, SOURCES["gtsrb"],
+                   {cell: round(100 - acc, 2) for cell, acc in GTSRB_ACCURACY.items()},
+                   reference_rows=("IDSIA committee of 25 CNNs", "Human"),
+                   caption="% test error and accuracy", with_accuracy=True))  # fmt: skip
 
 
 def paper_value(table: str, row: str, column: str) -> float | None:
     """The paper's number for a cell, or None where the paper has none."""
-    return PAPER.get(table, {}).get((row, column))
+    return TABLES[table].paper.get((row, column)) if table in TABLES else None

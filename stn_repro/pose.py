@@ -28,6 +28,7 @@ import math
 import torch
 from torch import Tensor
 
+from .config import runs_dir
 from .data.generators import CORNERS, homographies, similarity
 from .data.sources import DIGIT
 from .st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transform
@@ -210,11 +211,9 @@ def finished_runs(output_dir, schedule: str) -> list:
     """The finished runs of ``EXPERIMENTS`` under ``output_dir`` with ``schedule``: per row and
     seed the newest (``runs/<experiment>/<schedule>/<row>/<config>/seed<k>``; an edited config
     leaves its older runs in another ``<config>`` folder)."""
-    from pathlib import Path
-
     runs = []
     for experiment in EXPERIMENTS:
-        base = Path(output_dir) / "runs" / experiment / schedule
+        base = runs_dir(output_dir, experiment, schedule)
         newest = {}
         for metrics in sorted(base.glob("*/*/seed*/metrics.json"), key=lambda p: p.stat().st_mtime):
             run = metrics.parent

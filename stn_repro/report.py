@@ -14,9 +14,10 @@ from pathlib import Path
 
 from .config import CONF_DIR
 from .files import CorruptFile, read_json, write_atomic
+from .paper import TABLES
 
 # Tables in the paper's order; any other table written comes after them.
-ORDER = ["table1", "table2", "table3", "table4", "table5", "table3d", "gtsrb", "pose"]
+ORDER = [*TABLES, "pose"]
 
 
 def provenance(output_dir: str | Path) -> list[dict]:

@@ -22,6 +22,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
+from .paper import TABLES
 
 Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is wrong
 
@@ -177,7 +178,7 @@ class Encoder:
 @dataclass
 class Experiment:
     name: str = MISSING
-    table: str = MISSING
+    table: str = checked(one_of(*TABLES))  # a registered table (``paper.TABLES``)
     column: str = MISSING
     seeds: list[int] = checked(
         lambda v: "must list at least one seed, e.g. [1, 2, 3]" if not v
@@ -549,6 +550,18 @@ def check_model_keys(model: DictConfig) -> None:
                         f"{takes}); leave it out")  # fmt: skip
 
 
+def check_experiment(exp: DictConfig) -> None:
+    """The experiment fills one column of its table with rows of that table."""
+    spec = TABLES[exp.table]
+    if exp.column not in spec.columns:
+        raise UserError(f"experiment.column={exp.column!r}: table {exp.table} has columns "
+                        f"{', '.join(spec.columns)}")  # fmt: skip
+    unknown = [row.name for row in exp.rows if row.name not in spec.rows]
+    if unknown:
+        raise UserError(f"experiment.rows: {', '.join(map(repr, unknown))} not among table "
+                        f"{exp.table}'s rows ({', '.join(spec.rows)})")  # fmt: skip
+
+
 def validate(cfg: DictConfig) -> DictConfig:
     """The config ``cfg``, checked against the schema and converted to its types.
 
@@ -565,6 +578,8 @@ def validate(cfg: DictConfig) -> DictConfig:
     checked_cfg.dataset.params = check_dataset(checked_cfg.dataset)
     check_model(checked_cfg.model, checked_cfg.dataset.render == "volume")
     check_task(checked_cfg.model, checked_cfg.dataset)
+    if checked_cfg.experiment is not None:
+        check_experiment(checked_cfg.experiment)
     co = checked_cfg.coloc
     if co is not None and co.images_per_class > co.pool_digits:
         raise UserError(

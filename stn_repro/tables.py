@@ -11,48 +11,12 @@ from pathlib import Path
 from .config import slug
 from .errors import warn
 from .files import CorruptFile, locked, read_json, write_atomic, write_json
-from .paper import (
-    GTSRB_COLUMNS,
-    GTSRB_ROWS,
-    REFERENCE_ROWS,
-    SOURCES,
-    TABLE1_COLUMNS,
-    TABLE1_ROWS,
-    TABLE2_COLUMNS,
-    TABLE2_ROWS,
-    TABLE3_COLUMNS,
-    TABLE3_ROWS,
-    TABLE3D_COLUMNS,
-    TABLE3D_ROWS,
-    TABLE4_COLUMNS,
-    TABLE4_ROWS,
-    TABLE5_COLUMNS,
-    TABLE5_ROWS,
-    paper_value,
-)
-
-LAYOUTS = {
-    "table1": (TABLE1_ROWS, TABLE1_COLUMNS),
-    "table2": (TABLE2_ROWS, TABLE2_COLUMNS),
-    "table4": (TABLE4_ROWS, TABLE4_COLUMNS),
-    "table3d": (TABLE3D_ROWS, TABLE3D_COLUMNS),
-    "table5": (TABLE5_ROWS, TABLE5_COLUMNS),
-    "gtsrb": (GTSRB_ROWS, GTSRB_COLUMNS),
-    "table3": (TABLE3_ROWS, TABLE3_COLUMNS),
-}
-METRICS = {
-    "table2": ("test_error", "% sequence error"),
-    "table5": ("localised_pct", "% of digits localised (IoU > 0.5)"),
-    "gtsrb": ("test_error", "% test error and accuracy"),
-    "table3": ("test_error", "% test error and accuracy"),
-}
-"""Each table's metric (key in metrics.json, caption); the default is % test error."""
-WITH_ACCURACY = {"gtsrb", "table3"}
-"""Tables that also show % accuracy (100 - % error), the figure their sources publish."""
+from .paper import TABLES, paper_value
 
 
 def metric(table: str) -> tuple[str, str]:
-    return METRICS.get(table, ("test_error", "% test error"))
+    """The table's metric: its key in metrics.json and its caption."""
+    return TABLES[table].metric, TABLES[table].caption
 
 
 def column_path(output_dir: str | Path, table: str, schedule: str, experiment: str) -> Path:
@@ -96,10 +60,10 @@ def collect(output_dir: str | Path, table: str, schedule: str) -> tuple[list[dic
 def summarise(runs: list[dict], table: str, cells: list[dict] | None = None) -> list[dict]:
     """One line per (column, row) that has runs or planned cells: paper, ours (mean, sd, n),
     difference, and ``unfinished`` (each unfinished seed's progress). Rows of other papers'
-    models (``REFERENCE_ROWS``) get a line with the paper's number only, in each column that
-    has runs."""
-    rows, columns = LAYOUTS[table]
-    reference = REFERENCE_ROWS.get(table, ())
+    models (the spec's ``reference_rows``) get a line with the paper's number only, in each
+    column that has runs."""
+    rows, columns = TABLES[table].rows, TABLES[table].columns
+    reference = TABLES[table].reference_rows
     cells = cells or []
     lines = []
     for column in columns:
@@ -174,10 +138,10 @@ def with_accuracy(lines: list[dict]) -> list[dict]:
 def grid(table: str, lines: list[dict]) -> tuple[list[str], list[list[str]]]:
     """The paper's layout: a header (Model, then ours and paper for each column that has
     lines) and one row per model, in the paper's order."""
-    rows, columns = LAYOUTS[table]
+    rows, columns = TABLES[table].rows, TABLES[table].columns
     by = {(line["column"], line["model"]): line for line in lines}
     present = [c for c in columns if any(line["column"] == c for line in lines)]
-    accuracy = table in WITH_ACCURACY
+    accuracy = TABLES[table].with_accuracy
     header = ["Model"]
     for column in present:
         header += [f"{column}: ours", f"{column}: paper"]
@@ -229,7 +193,7 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str,
         "",
         "Ours: mean ± sd (seeds finished); [progress of the seeds not finished].",
         "",
-        f"Paper: {SOURCES[table]}",
+        f"Paper: {TABLES[table].source}",
         "",
         "| " + " | ".join(header) + " |",
         "|---|" + "---:|" * (len(header) - 1),
@@ -240,8 +204,9 @@ def to_markdown(table: str, lines: list[dict], runs: list[dict], schedule: str,
     if narrow:
         out += ["", "Reduced-width models (not the paper's networks):", "",
                 *[f"- {n}" for n in narrow]]
-    params = sorted({(r["row"], r["params"]) for r in runs}, key=lambda p: LAYOUTS[table][0].index(
-        p[0]) if p[0] in LAYOUTS[table][0] else 0)  # fmt: skip
+    order = TABLES[table].rows
+    params = sorted({(r["row"], r["params"]) for r in runs},
+                    key=lambda p: order.index(p[0]) if p[0] in order else 0)  # fmt: skip
     if params:
         out += ["", "Parameters: " + ", ".join(f"{row} {fmt_params(n)}" for row, n in params)]
     out += ["", "Data:", "", *[f"- {d}" for d in data], ""]
@@ -283,7 +248,7 @@ def write_tables(output_dir: str | Path, table: str, schedule: str) -> Path:
     """Write ``<output_dir>/tables/<table>-<schedule>.{md,csv,tex}`` from the column records."""
     runs, cells = collect(output_dir, table, schedule)
     lines = summarise(runs, table, cells)
-    if table in WITH_ACCURACY:
+    if TABLES[table].with_accuracy:
         lines = with_accuracy(lines)
     for suffix, text in [
         ("md", to_markdown(table, lines, runs, schedule, cells)),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, slug
+from .config import CONF_DIR, runs_dir
 from .errors import UserError
 from .files import CorruptFile, read_json
 from .paper import paper_value
@@ -65,8 +65,8 @@ def column_curves(output_dir: Path, experiment: str, schedule: str,
     exp = OmegaConf.load(path).experiment
     curves = []
     for row in exp.rows:
-        seeds = sorted((output_dir / "runs" / experiment / schedule / slug(row.name)).glob(
-            f"*/seed{seed}"), key=lambda p: p.stat().st_mtime)  # fmt: skip
+        seeds = sorted(runs_dir(output_dir, experiment, schedule, row.name).glob(f"*/seed{seed}"),
+                       key=lambda p: p.stat().st_mtime)  # fmt: skip
         found = read_curve(seeds[-1]) if seeds else None
         if found and found[0]:
             points, split, finished = found

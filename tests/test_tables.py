@@ -39,3 +39,32 @@ def test_a_table_per_schedule_in_the_papers_layout_with_progress(tmp_path):
     assert "Not the paper's schedule" not in paper.read_text()
     tex = table_path(tmp_path, "table1", "cpu", "tex").read_text()
     assert "FCN & 4.60 $\\pm$ 0.14 (2) {[}seed 3 at 40\\%{]} & 5.2 \\\\" in tex
+
+
+def test_every_table_spec_is_consistent_and_filled_by_experiments_that_compose(compose_cfg):
+    # The registry owns each table's facts; every registered table has experiments (one per
+    # column at most), each composing on `smoke` with rows the spec knows.
+    from stn_repro.config import CONF_DIR
+    from stn_repro.paper import TABLES
+
+    filled: dict[str, set[str]] = {name: set() for name in TABLES}
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        exp = compose_cfg(f"experiment={path.stem}").experiment
+        filled[exp.table].add(exp.column)
+        assert {row.name for row in exp.rows} <= set(TABLES[exp.table].rows)
+    for name, spec in TABLES.items():
+        assert filled[name], f"no experiment fills table {name}"
+        assert filled[name] <= set(spec.columns)
+        assert {cell for cell in spec.paper} <= {(r, c) for r in spec.rows for c in spec.columns}
+        assert set(spec.reference_rows) <= set(spec.rows)
+
+
+def test_an_experiment_of_an_unknown_table_or_row_stops_in_one_line(compose_cfg):
+    import pytest
+
+    from stn_repro.errors import UserError
+
+    with pytest.raises(UserError, match="experiment.table.*table9"):
+        compose_cfg("experiment=table1_rts", "experiment.table=table9")
+    with pytest.raises(UserError, match="'ST-FCN Foo' not among table table1's rows"):
+        compose_cfg("experiment=table1_rts", "experiment.rows.0.name=ST-FCN Foo")
