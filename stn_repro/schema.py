@@ -122,7 +122,7 @@ class Schedule:
 class Dataset:
     name: str = MISSING
     source: str = checked(one_of("mnist", "svhn", "gtsrb", "cub"))
-    generator: str = MISSING  # checked against GENERATOR_PARAMS
+    generator: str = MISSING  # checked against GENERATORS
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
     fresh_each_epoch: bool = False
@@ -334,22 +334,29 @@ class CubImages:
     exclude_test: str | None = None  # a file listing test images to leave out
 
 
-GENERATOR_PARAMS = {
-    "rotate": Rotate, "rts": RTS, "projective": Projective, "elastic": Elastic,
-    "clutter": Clutter, "addition": RTS, "extrude3d": Extrude3D, "svhn_crop": SvhnCrop,
-    "gtsrb_signs": GtsrbSigns, "cub_images": CubImages,
-}  # fmt: skip
-"""Each generator's parameter schema (the MNIST addition digits follow the RTS recipe)."""
+@dataclass(frozen=True)
+class Generator:
+    """What the config checks know of a dataset generator: its parameters' schema, the source
+    it reads (``paths.<source>_dir``) and the classes its labels take."""
 
-GENERATOR_SOURCE = {"svhn_crop": "svhn", "gtsrb_signs": "gtsrb", "cub_images": "cub"}
-"""The source each generator reads (mnist unless listed)."""
+    params: type
+    source: str = "mnist"
+    classes: int = 10
+
+
+GENERATORS = {
+    "rotate": Generator(Rotate), "rts": Generator(RTS), "projective": Generator(Projective),
+    "elastic": Generator(Elastic), "clutter": Generator(Clutter),
+    "addition": Generator(RTS, classes=19),  # the digits follow RTS; labels: their sum, 0-18
+    "extrude3d": Generator(Extrude3D),
+    "svhn_crop": Generator(SvhnCrop, "svhn", 11),  # the ten digits and "no digit"
+    "gtsrb_signs": Generator(GtsrbSigns, "gtsrb", 43),  # 43 kinds of sign
+    "cub_images": Generator(CubImages, "cub", 200),  # 200 bird species
+}  # fmt: skip
+"""Every dataset generator (``dataset.generator``)."""
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
-
-GENERATOR_CLASSES = {"addition": 19, "svhn_crop": 11, "gtsrb_signs": 43, "cub_images": 200}
-"""Classes each generator's labels take (10 unless listed): addition sums two digits; SVHN has
-the ten digits and "no digit"; GTSRB 43 kinds of sign; CUB 200 bird species."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -404,12 +411,12 @@ def show(value: Any) -> str:
 
 
 def check_dataset(data: DictConfig) -> DictConfig:
-    schema = GENERATOR_PARAMS.get(data.generator)
-    if schema is None:
+    generator = GENERATORS.get(data.generator)
+    if generator is None:
         raise UserError(
-            f"dataset.generator={data.generator}: must be one of {', '.join(GENERATOR_PARAMS)}"
+            f"dataset.generator={data.generator}: must be one of {', '.join(GENERATORS)}"
         )
-    source = GENERATOR_SOURCE.get(data.generator, "mnist")
+    schema, source = generator.params, generator.source
     if data.source != source:
         raise UserError(
             f"dataset.source={data.source}: the {data.generator} generator reads {source}"
@@ -445,7 +452,7 @@ def check_dataset(data: DictConfig) -> DictConfig:
             f"{params.scale[1]} is {28 * params.scale[1]:g} px wide: use "
             f"dataset.params.canvas={need} or more (or lower dataset.params.scale)"
         )
-    classes = GENERATOR_CLASSES.get(data.generator, 10)
+    classes = generator.classes
     if data.num_classes != classes:
         raise UserError(
             f"dataset.num_classes={data.num_classes}: the {data.generator} generator's labels "

@@ -18,6 +18,7 @@ the split.
 from __future__ import annotations
 
 import functools
+import importlib
 import json
 import signal
 from collections.abc import Callable, Iterator
@@ -213,13 +214,7 @@ class FileFeed:
     the source adds, e.g. ``dropped`` (per part) and ``dropped_what``)."""
 
     def __init__(self, cfg: DictConfig, device: torch.device, inputs: tuple | None = None):
-        from .cub import prepare_cub
-        from .gtsrb import prepare_gtsrb
-        from .svhn import prepare_svhn
-
-        prepare = {"svhn": prepare_svhn, "gtsrb": prepare_gtsrb, "cub": prepare_cub}[
-            cfg.dataset.source
-        ]
+        _, prepare = file_source(cfg.dataset.source)
         self.cfg, self.device = cfg, device
         data, schedule = cfg.dataset, cfg.schedule
         self.workers = int(cfg.workers)
@@ -291,15 +286,20 @@ def source_inputs(cfg: DictConfig) -> tuple | None:
     ``cfg.paths.<source>_dir``), then what preparing them needs (``make_feed`` takes it, so
     they are read once); None for generated MNIST sets (the checked MNIST files and the
     config)."""
-    from .cub import cub_inputs
-    from .gtsrb import gtsrb_inputs
-    from .svhn import svhn_inputs
-
     source = cfg.dataset.source
     if source == "mnist":
         return None
-    inputs = {"svhn": svhn_inputs, "gtsrb": gtsrb_inputs, "cub": cub_inputs}[source]
+    inputs, _ = file_source(source)
     return inputs(cfg.dataset, cfg.paths[f"{source}_dir"])
+
+
+def file_source(source: str) -> tuple[Callable, Callable]:
+    """A source of real images is the module ``stn_repro.data.<source>`` (svhn, gtsrb, cub):
+    its ``<source>_inputs(dataset, root)`` reads what the original files in ``root`` hold and
+    its ``prepare_<source>(dataset, root, cache_dir, workers, inputs)`` makes the HDF5 stores.
+    A new source is a new module; nothing here changes."""
+    module = importlib.import_module(f"{__package__}.{source}")
+    return getattr(module, f"{source}_inputs"), getattr(module, f"prepare_{source}")
 
 
 def make_feed(cfg: DictConfig, device: torch.device, inputs: tuple | None = None):
