@@ -178,6 +178,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def resume_draws(ckpt: dict, where: Ranks) -> None:
+    """Continue the dropout draws of a resumed checkpoint as if never interrupted (resumed on
+    another number of ranks, or from scratch: new draws)."""
+    states = ckpt.get("rng_ranks", [ckpt.get("rng")])
+    if ckpt and len(states) == where.world and states[where.rank] is not None:
+        set_rng_state(states[where.rank])
+
+
 def log_pose(writer, model: nn.Module, feed, dataset: DictConfig, step: int) -> None:
     """How much of the test digits' known distortions each transformer removes, per input
     channel (``pose``; generated MNIST only): ``pose/<measure>_removed/t<k>_ch<c>``, in %."""
@@ -382,10 +390,7 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
     task = TASKS[cfg.dataset.task]
     spec = DataSpec(feed.sample_shape, int(cfg.dataset.num_classes),
                     int(cfg.dataset.st_pool), int(cfg.dataset.positions))  # fmt: skip
-    torch.manual_seed(int(cfg.seed))
-    model = build_model(cfg.model, spec).to(device)
-    speed.prepare(model, cfg.speed)  # memory layout
-    speed.set_precision(precision)
+    model = new_model(cfg, spec, device, precision)
     optimizer = make_optimizer(model, schedule)
     if ckpt:
         model.load_state_dict(ckpt["model"])
@@ -396,10 +401,7 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
     writer = life.start(start)
     writer.add_custom_scalars(ERROR_CHART)  # train, val and test error on one chart
     preview, _ = feed.preview(32)
-    if ckpt:  # dropout draws continue as if never interrupted
-        states = ckpt.get("rng_ranks", [ckpt.get("rng")])
-        if len(states) == where.world and states[where.rank] is not None:
-            set_rng_state(states[where.rank])  # (resumed on another number of ranks: new draws)
+    resume_draws(ckpt, where)
 
     # ---- the periodic jobs, and the training loop ----------------------------------------------
     clock = Clock(ckpt.get("elapsed", 0.0))
@@ -452,6 +454,17 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
     del batches  # stops DataLoader workers
     seconds = clock.seconds()
     return finish(cfg, life, meta, model, feed, task, curve, seconds, device, precision)
+
+
+def new_model(cfg: DictConfig, spec: DataSpec, device: torch.device, precision: str
+              ) -> nn.Module:  # fmt: skip
+    """The run's model, initialised from ``cfg.seed``, in the memory layout and matmul
+    precision ``cfg.speed`` and ``precision`` ask for."""
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(cfg.model, spec).to(device)
+    speed.prepare(model, cfg.speed)  # memory layout
+    speed.set_precision(precision)
+    return model
 
 
 def trained_net(model: nn.Module, cfg: DictConfig, device: torch.device, where: Ranks):
