@@ -40,6 +40,11 @@ def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     assert {"theta/tps_x00", "theta/tps_y15"} <= set(tags["histograms"])  # named parameters
     [chart] = acc.Tensors("custom_scalars__config__")  # train/val/test error on one chart
     assert b"val/error" in chart.tensor_proto.string_val[0]
+    from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+    content = acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    shown = HParamsPluginData.FromString(content).session_start_info.hparams  # the table's row
+    assert shown["transform"].string_value == "tps" and shown["model"].string_value == "st_cnn"
     # A second call skips the finished run.
     assert train_run(cfg, where) == metrics
 
