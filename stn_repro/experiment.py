@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack, contextmanager
 from functools import cache
 from pathlib import Path
@@ -177,7 +178,7 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
     try:
         if not cfg.table_only:
             with helpers(cfg, overrides, todo):
-                run_all(cfg, overrides, todo)
+                run_all(cfg, overrides, todo, lambda: write_table(cfg, table))
     finally:  # a stopped experiment writes its table too, unfinished cells shown as such
         if distributed.ranks().main:
             write_table(cfg, table)
@@ -246,8 +247,10 @@ def helpers(cfg: DictConfig, overrides: list[str], runs: list[Run]):
 STOP_WAIT_S = 300  # how long a helper may take to save its checkpoint and stop
 
 
-def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
-    """Run each run whose lock is free, then wait for (and finish) those others held."""
+def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
+            trained: Callable[[], None] = lambda: None) -> None:  # fmt: skip
+    """Run each run whose lock is free, then wait for (and finish) those others held; after
+    each run this launch trained, ``trained()`` (the experiment rewrites its table)."""
     coloc = cfg.experiment.get("runner", "classify") == "coloc"
     where = distributed.ranks()
     if coloc and where.several:
@@ -279,6 +282,8 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run]) -> None:
         took = clock.done(run, time.perf_counter() - tic, trained=done is None, start=start)
         say(f"{clock.place(run)}: {result}, {metrics['params']:,} params, {took}"
             f"{clock.eta()}")  # fmt: skip
+        if done is None and where.main:
+            trained()  # the table shows it now, not only when the launch ends
 
     held = []
     for run in runs:

@@ -49,12 +49,26 @@ def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     assert train_run(cfg, where) == metrics
 
 
-def test_smoke_experiment_writes_a_table_with_all_rows(compose_cfg, smoke, tmp_path):
+def test_smoke_experiment_writes_a_table_with_all_rows(compose_cfg, smoke, tmp_path,
+                                                       monkeypatch):  # fmt: skip
+    from stn_repro import experiment
+
+    tables = tmp_path / "outputs" / "tables"
+    seen, real = [], experiment.train_run
+
+    def spy(cfg, where, meta):  # the table as each run starts
+        md = tables / "table1-smoke.md"
+        seen.append(md.read_text() if md.exists() else "")
+        return real(cfg, where, meta)
+
+    monkeypatch.setattr(experiment, "train_run", spy)
     overrides = [*smoke, "experiment=table1_rts", "experiment.seeds=[1,2]"]
     cfg = compose_cfg("experiment=table1_rts", "experiment.seeds=[1,2]")
     run_experiment(cfg, overrides)
-    tables = tmp_path / "outputs" / "tables"
     md = (tables / "table1-smoke.md").read_text()
+    # Each finished run is in the table before the next one trains, not only at the end.
+    assert len(seen) == 16 and seen[0] == "" and "1 of 16 runs finished" in seen[1]
+    assert "| FCN | " in seen[2] and "(2) |" in seen[2].split("| FCN | ")[1].splitlines()[0]
     rows = [line for line in md.splitlines() if line.startswith("| ") and "(2) |" in line]
     assert len(rows) == 8 and "| Model | RTS: ours | RTS: paper |" in md
     assert rows[-1].startswith("| ST-CNN TPS | ") and rows[-1].endswith(" (2) | 0.5 |")
