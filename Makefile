@@ -26,12 +26,10 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
 
-lint: $(STAMP)
+lint: $(STAMP)  # what CI runs; the layout is by hand (ruff format would rewrap 29 files)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
 
-format: $(STAMP)
-	$(VENV)/bin/ruff format .
+format: $(STAMP)  # fixes what ruff check can; no reformatting
 	$(VENV)/bin/ruff check --fix .
 
 # Everything a GPU would tell us, in one process within a budget (default 9 minutes).
@@ -65,7 +63,8 @@ gtsrb: $(STAMP)
 table3: $(STAMP)
 	$(VENV)/bin/stn-repro experiment=table3_cub $(SCHEDULE_ARG)
 
-all-tables: table1 table2 table4 table5 fig3d gtsrb  # table3 (CUB) needs GPUs: make table3
+# The MNIST tables first: Table 2 and GTSRB stop (one line) where their files are missing.
+all-tables: table1 table4 table5 fig3d table2 gtsrb  # table3 (CUB) needs GPUs: make table3
 
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir outputs/runs

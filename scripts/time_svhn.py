@@ -23,7 +23,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from svhn_files import tiny_svhn, write_digit_struct  # noqa: E402
+from svhn_files import SAMPLE, tiny_svhn, write_digit_struct  # noqa: E402
 
 from stn_repro.data.svhn import Crops, entries, read_digit_struct  # noqa: E402
 from stn_repro.models import DataSpec, build_model, count_params  # noqa: E402
@@ -124,6 +124,9 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--skip-training", action="store_true")
     args = parser.parse_args()
+    if not (SAMPLE / "train" / "digitStruct.mat").exists():
+        sys.exit(f"time_svhn.py: the SVHN sample is absent ({SAMPLE}): it ships beside the "
+                 "project, in ../shared/data, and its real images are what is timed")  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         time_parsing(Path(tmp), args.entries)
         time_preprocessing(Path(tmp))
