@@ -163,6 +163,11 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
             f"one row with that seed, or replace seed={cfg.seed} with "
             f"experiment.seeds=[{cfg.seed}] to run every row with it"
         )
+    given = {key_of(o) for o in overrides}
+    if cfg.row is not None and "seed" not in given and len(exp.seeds) > 1:
+        print(f"[{exp.name}] row={cfg.row} trains seed {cfg.seed} only (seed=...); the table "
+              f"plans seeds {list(exp.seeds)}: -m experiment={exp.name} row={cfg.row} "
+              f"seed={','.join(map(str, exp.seeds))} trains them all")  # fmt: skip
     rows = select_rows(exp, cfg.row)
     # Compose every run (the table's and this launch's) first: a bad override stops here.
     table = [Run(exp, i, row, s, compose_run(overrides, row, s))

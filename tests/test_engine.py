@@ -97,6 +97,15 @@ def test_one_row_of_an_experiment(compose_cfg, smoke, tmp_path):
         run_experiment(cfg, overrides)
 
 
+def test_one_row_without_seed_says_which_seed_it_trains(compose_cfg, smoke, capsys):
+    # row= trains one seed; the line says so and how to train the table's other seeds.
+    cfg = compose_cfg("experiment=table1_rts", "row=FCN", "experiment.seeds=[1,2,3]")
+    run_experiment(cfg, [*smoke, "experiment=table1_rts", "row=FCN", "experiment.seeds=[1,2,3]"])
+    out = capsys.readouterr().out
+    assert "row=FCN trains seed 1 only" in out and "row=FCN seed=1,2,3 trains them all" in out
+    assert "run 1 of 1: FCN seed 1" in out
+
+
 def test_keys_added_later_leave_earlier_runs_their_identity(compose_cfg):
     """Hashes recorded before the SVHN keys (task, positions, width, dropout) existed."""
     assert config_hash(compose_cfg("schedule=fast")) == "1f1ac9cee9a91f30"
