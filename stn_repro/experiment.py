@@ -24,7 +24,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from . import distributed
-from .config import CONF_DIR, config_hash, run_dir
+from .config import CONF_DIR, config_hash, model_label, run_dir
 from .engine import train_run
 from .errors import UserError
 from .files import Busy, locked
@@ -304,12 +304,13 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
 
 
 class Clock:
-    """Where a launch is in its runs (``run k of N``) and, from the seconds per training image
-    of the runs it has trained, about how long the rest will take."""
+    """Where a launch is in its runs (``run k of N``) and about how long the rest will take,
+    from the seconds per training image of each model this launch has trained (models cost
+    20-30x apart per image; one not yet trained here is reckoned at the launch's average)."""
 
     def __init__(self, runs: list[Run]):
         self.runs, self.left = runs, {id(run) for run in runs}
-        self.seconds = self.images = 0.0
+        self.spent: dict[str, list[float]] = {}  # model -> [seconds, images] trained here
 
     def place(self, run: Run) -> str:
         k = next(i for i, r in enumerate(self.runs, 1) if r is run)
@@ -324,18 +325,28 @@ class Clock:
         self.left.discard(id(run))
         if not trained:
             return "already finished"
-        self.seconds += seconds
-        self.images += self.images_of(run, start)
+        spent = self.spent.setdefault(model_label(run.cfg), [0.0, 0.0])
+        spent[0] += seconds
+        spent[1] += self.images_of(run, start)
         return f"{seconds / 60:.1f} min"
 
     def eta(self) -> str:
-        """``; about N min left for the other runs`` (nothing before a run has trained)."""
+        """``; N runs left, about M min (...)`` (nothing before a run has trained)."""
         rest = [r for r in self.runs if id(r) in self.left]
-        if not rest or not self.images:
+        if not rest or not self.spent:
             return ""
-        minutes = sum(map(self.images_of, rest)) * self.seconds / self.images / 60
+        average = [sum(s[0] for s in self.spent.values()), sum(s[1] for s in self.spent.values())]
+        untimed = sum(model_label(r.cfg) not in self.spent for r in rest)
+
+        def seconds(run: Run) -> float:
+            spent, images = self.spent.get(model_label(run.cfg), average)
+            return self.images_of(run) * spent / max(images, 1)
+
+        minutes = sum(map(seconds, rest)) / 60
         runs = f"{len(rest)} run" + ("s" if len(rest) > 1 else "")
-        return f"; {runs} left, about {max(minutes, 1):.0f} min at this launch's speed so far"
+        basis = "each model's speed so far" + (
+            f"; {untimed} of them on models not yet timed, at the average" if untimed else "")
+        return f"; {runs} left, about {max(minutes, 1):.0f} min ({basis})"
 
 
 POLL_S = 30  # how often ranks waiting together for a held run try its lock again

@@ -309,10 +309,37 @@ def test_an_experiment_says_where_it_is_and_keeps_what_the_terminal_showed(tmp_p
     start, end = [line for line in first.stdout.splitlines() if "run 3 of 4" in line]
     assert start.startswith("[table1_tc] run 3 of 4: ST-FCN Aff seed 1: new -> ")
     assert re.search(r": \d+\.\d\d% error, [\d,]+ params, \d+\.\d min; 1 run left, about \d+ "
-                     r"min at this launch's speed so far$", end), end
+                     r"min \(each model's speed so far; 1 of them on models not yet timed, at "
+                     r"the average\)$", end), end
     [log] = (tmp_path / "outputs" / "hydra").glob("*/stn-repro.log")
     assert start in log.read_text() and "table written" in log.read_text()
     logs = list((tmp_path / "outputs" / "runs").rglob("log.txt"))
     assert len(logs) == 4 and all(p.parent.name == "seed1" for p in logs)
     again = cli(*args, tmp_path=tmp_path)
     assert "run 3 of 4: ST-FCN Aff seed 1: skipped: finished" in again.stdout
+
+
+def test_the_eta_reckons_each_model_at_its_own_speed():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from stn_repro.experiment import Clock
+
+    def run(model: str, iterations: int):
+        cfg = OmegaConf.create({"model": {"name": model, "transform": None},
+                                "schedule": {"iterations": iterations, "batch_size": 10}})
+        return SimpleNamespace(cfg=cfg, exp=SimpleNamespace(name="t"),
+                               row=SimpleNamespace(name=model), seed=1)  # fmt: skip
+
+    a, b, c, d, e = run("fcn", 1000), run("cnn", 100), run("fcn", 2000), run("cnn", 100), \
+        run("st_cnn", 100)  # fmt: skip
+    clock = Clock([a, b, c, d, e])
+    assert clock.eta() == ""  # nothing timed yet
+    clock.done(a, 10.0, trained=True, start=0)  # fcn: 1 ms per image
+    clock.done(b, 100.0, trained=True, start=0)  # cnn: 100 ms per image
+    # c: 20,000 images x 1 ms; d: 1,000 x 100 ms; e (untimed): 1,000 x the average 110/11,000
+    assert clock.eta() == ("; 3 runs left, about 2 min (each model's speed so far; 1 of them on "
+                           "models not yet timed, at the average)")  # fmt: skip
+    clock.done(e, 30.0, trained=True, start=50)  # resumed halfway: 500 images, 60 ms each
+    assert clock.eta().startswith("; 2 runs left, about 2 min (each model's speed so far)")
