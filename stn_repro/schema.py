@@ -121,7 +121,7 @@ class Schedule:
 @dataclass
 class Dataset:
     name: str = MISSING
-    source: str = checked(one_of("mnist", "svhn", "gtsrb", "cub"))
+    source: str = checked(lambda v: one_of(*sources())(v))  # a generator's (GENERATORS)
     generator: str = MISSING  # checked against GENERATORS
     params: Any = None  # checked by the generator's own dataclass
     seed: int = checked(at_least(0))
@@ -354,6 +354,11 @@ GENERATORS = {
     "cub_images": Generator(CubImages, "cub", 200),  # 200 bird species
 }  # fmt: skip
 """Every dataset generator (``dataset.generator``)."""
+
+
+def sources() -> list[str]:
+    """The sources the generators read, in ``GENERATORS``' order (mnist first)."""
+    return list(dict.fromkeys(generator.source for generator in GENERATORS.values()))
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
