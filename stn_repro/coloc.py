@@ -24,7 +24,6 @@ pixel columns 0..27 is ``x0 = 0, x1 = 28``).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ from .data.sources import DIGIT
 from .distributed import pick_device
 from .errors import UserError
 from .files import write_atomic
-from .lifecycle import RunLife, live
+from .lifecycle import Clock, RunLife, live
 from .st import Attention, BoundedAttention, SpatialTransformer, sample
 
 
@@ -257,12 +256,12 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
             decay.load_state_dict(ckpt["decay"])
         gen.set_state(ckpt["generator"])
         history = ckpt["history"]
-    start, before = ckpt.get("iteration", 0), ckpt.get("elapsed", 0.0)
+    start = ckpt.get("iteration", 0)
     writer = life.start(start)
-    tic = time.perf_counter()
+    clock = Clock(ckpt.get("elapsed", 0.0))
 
     def checkpoint(step: int) -> None:
-        life.save({"iteration": step, "elapsed": before + time.perf_counter() - tic,
+        life.save({"iteration": step, "elapsed": clock.seconds(),
                    "transformer": st.state_dict(), "optimizer": optimizer.state_dict(),
                    "decay": None if decay is None else decay.state_dict(),
                    "generator": gen.get_state(), "history": history})  # fmt: skip
@@ -292,7 +291,7 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
             if framed or stop.requested:
                 checkpoint(step)
             stop.check(f" at step {step} of {life.run_dir}, after saving its checkpoint")
-    seconds = before + time.perf_counter() - tic
+    seconds = clock.seconds()
     localised, iou = localisation(st, images, true_boxes)  # the run's result
     save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], history)
     return life.finish({

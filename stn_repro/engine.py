@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import platform
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from .config import model_label
 from .data.feeds import make_feed, source_inputs
 from .distributed import ALONE, Ranks, pick_device
 from .errors import UserError
-from .lifecycle import RunLife, live
+from .lifecycle import Clock, RunLife, live
 from .models import DataSpec, build_model, count_params
 from .runs import save_snapshot
 from .st.inspect import traced, transformers
@@ -211,17 +210,6 @@ def point(iteration: int, seconds: float, schedule: DictConfig, error: float) ->
 ERROR_CHART = {"errors": {"train / val / test error (%)": [
     "Multiline", ["train/error", "val/error", "test/error"]]}}  # fmt: skip
 """TensorBoard's Custom Scalars layout of every run: its three error curves on one chart."""
-
-
-class Clock:
-    """Training seconds across resumes: those the resumed checkpoint had counted plus this
-    launch's since the clock was made (periodic evaluations included)."""
-
-    def __init__(self, before: float = 0.0):
-        self.before, self.tic = before, time.perf_counter()
-
-    def seconds(self) -> float:
-        return self.before + time.perf_counter() - self.tic
 
 
 @dataclass

@@ -10,6 +10,7 @@ process lives the same run: rank 0 writes, the others compute and log to nothing
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -30,6 +31,17 @@ class NoWriter:
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: None
+
+
+class Clock:
+    """Training seconds across resumes: those the resumed checkpoint had counted plus this
+    launch's since the clock was made (periodic evaluations included)."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.tic = before, time.perf_counter()
+
+    def seconds(self) -> float:
+        return self.before + time.perf_counter() - self.tic
 
 
 class RunLife:
