@@ -157,13 +157,13 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
             "run_dir= names the directory of one ad-hoc run; an experiment places its runs "
             "itself: drop run_dir= (paths.output_dir=... moves them all)"
         )
-    if cfg.row is None and any(key_of(o) == "seed" for o in overrides):
+    given = {key_of(o) for o in overrides}  # the keys the command line sets
+    if cfg.row is None and "seed" in given:
         raise UserError(
             f"seed={cfg.seed} without row= would be ignored: add row=<name or index> to run "
             f"one row with that seed, or replace seed={cfg.seed} with "
             f"experiment.seeds=[{cfg.seed}] to run every row with it"
         )
-    given = {key_of(o) for o in overrides}
     if cfg.row is not None and "seed" not in given and len(exp.seeds) > 1:
         print(f"[{exp.name}] row={cfg.row} trains seed {cfg.seed} only (seed=...); the table "
               f"plans seeds {list(exp.seeds)}: -m experiment={exp.name} row={cfg.row} "
