@@ -21,13 +21,14 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from . import config, distributed, signals, speed, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
-from .schema import unknown_key_message, validate
+from .schema import (OPTIONAL_GROUPS, Config, check_bool_overrides, describe, unknown_key_message,
+                     validate)
 from .terminal import teed
 
 USAGE_ERROR = 2
@@ -116,7 +117,20 @@ def explain(err: BaseException) -> str | None:
         return hydra_message(err)
     if isinstance(err, OSError):
         return os_error_message(err)
+    if isinstance(err, AssertionError) and "Unexpected type for root" in str(err):
+        return unset_group_message(sys.argv[1:])  # OmegaConf's, for a setting under a null group
     return None
+
+
+def unset_group_message(args: list[str]) -> str:
+    """One line for an override under a group the composed config leaves null (``coloc.lr=``
+    without a co-localisation experiment, ``experiment.seeds=`` without an experiment)."""
+    keys = [arg.lstrip("+~").split("=", 1)[0] for arg in args if "=" in arg]
+    key = next((k for k in keys if k.split(".")[0] in OPTIONAL_GROUPS and "." in k), "a setting")
+    hint = ("add experiment=<name>, e.g. experiment=table1_rts" if key.startswith("experiment")
+            else "only the co-localisation experiments have it: experiment=table5_coloc_t or "
+            "table5_coloc_tc")  # fmt: skip
+    return f"{key}: the chosen config has no {key.split('.')[0]} ({hint})"
 
 
 def hydra_message(err: BaseException) -> str:
@@ -132,6 +146,8 @@ def hydra_message(err: BaseException) -> str:
     if "LexerNoViableAltException" in text or "token recognition error" in text:
         return (f"{text.strip().splitlines()[0]}: Hydra reads only plain ASCII values unquoted; "
                 "quote the value, e.g. \"paths.output_dir='/data/été'\"")  # fmt: skip
+    if isinstance(err.__cause__, ValidationError):  # the schema refused an override's value
+        return describe(err.__cause__, "", Config)
     if isinstance(err.__cause__, OmegaConfBaseException):
         text += "\n" + str(err.__cause__)
     parts: list[str] = []
@@ -195,6 +211,7 @@ def check_arguments(args: list[str]) -> None:
     a sweep; in one run the last wins, as in Hydra); and a config group option that does not
     exist (in a sweep Hydra blames another key)."""
     sweep = "-m" in args or "--multirun" in args
+    check_bool_overrides([arg for arg in args if "=" in arg and not arg.startswith("-")])
     seen: dict[str, str] = {}
     for arg in args:
         if arg.startswith("-") or "=" not in arg:

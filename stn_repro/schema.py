@@ -250,6 +250,18 @@ class Config:
     speed: Speed = field(default_factory=Speed)
 
 
+def register_schema() -> None:
+    """Register ``Config`` in Hydra's ConfigStore as ``schema``, the first default of
+    conf/config.yaml: Hydra then merges every config file and override into it, refusing an
+    unknown key or a value of the wrong type as it composes."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="schema", node=Config)
+
+
+register_schema()
+
+
 # ---- dataset.params, one dataclass per generator -------------------------------------------
 
 
@@ -362,6 +374,8 @@ def sources() -> list[str]:
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
+OPTIONAL_GROUPS = ("experiment", "coloc")
+"""Groups a composed config may leave null (no experiment chosen, or one without coloc)."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -382,6 +396,8 @@ def describe(err: OmegaConfBaseException, where: str, schema: type) -> str:
     key = ".".join(p for p in (where, str(getattr(err, "full_key", "") or "")) if p)
     text = str(getattr(err, "msg", err)).splitlines()[0]
     if "not in" in text or "ConfigKeyError" in type(err).__name__ or "Key '" in text:
+        if schema is Config and (message := unknown_key_message(key)):
+            return message
         known = ", ".join(f.name for f in dataclasses.fields(schema))
         return f"{key}: no such setting (known in {where or 'the config'}: {known})"
     if "is not a ListConfig" in text:
@@ -509,9 +525,9 @@ def check_task(model: DictConfig, data: DictConfig) -> None:
         )
 
 
-def unknown_key_message(key: str) -> str | None:
-    """A sentence for a dotted ``key`` the schema does not have (None when it has it, or when
-    the key lies in a part checked later, such as ``dataset.params``)."""
+def setting(key: str) -> dataclasses.Field | str:
+    """The schema's field for a dotted ``key``, else a sentence saying it has none (an empty
+    sentence when the key lies in a part checked later, such as ``dataset.params``)."""
     schema: Any = Config
     parts = key.split(".")
     for i, part in enumerate(parts):
@@ -520,29 +536,32 @@ def unknown_key_message(key: str) -> str | None:
             where = ".".join(parts[:i]) or "the config"
             return f"{key}: no such setting (known in {where}: {', '.join(fields)})"
         kind = fields[part].type
-        if kind == "Any" and i + 1 < len(parts):  # e.g. dataset.params.x: none known here
+        if i + 1 == len(parts):
+            return fields[part]
+        if kind == "Any":  # e.g. dataset.params.x: none known here
             return (f"{key}: no such setting (`stn-repro --cfg job` prints every setting of "
                     "the composed config)")  # fmt: skip
-        nested = next((c for c in SCHEMAS if kind.startswith(c.__name__)), None)
-        if nested is None:
-            return None
-        schema = nested
-    return None
+        schema = next((c for c in SCHEMAS if kind.startswith(c.__name__)), None)
+        if schema is None:
+            return ""
+    return ""
 
 
-def check_bools(node: DictConfig, schema: type, where: str) -> None:
-    """Refuse anything but true or false for a boolean setting (OmegaConf would read
-    ``overwrite=2`` as true), recursing into the nested groups."""
-    for f in dataclasses.fields(schema):
-        if f.name not in node or node[f.name] is None:
-            continue
-        value, key = node[f.name], f"{where}.{f.name}" if where else f.name
-        nested = next((c for c in SCHEMAS if f.type.startswith(c.__name__)), None)
-        if nested is not None and OmegaConf.is_dict(value):
-            check_bools(value, nested, key)
-        elif f.type.startswith("bool") and not (
-            isinstance(value, bool) or str(value).lower() in ("true", "false")
-        ):
+def unknown_key_message(key: str) -> str | None:
+    """A sentence for a dotted ``key`` the schema does not have (None when it has it, or when
+    the key lies in a part checked later, such as ``dataset.params``)."""
+    found = setting(key)
+    return (found or None) if isinstance(found, str) else None
+
+
+def check_bool_overrides(overrides: list[str]) -> None:
+    """Refuse anything but true or false for a boolean setting on the command line: Hydra,
+    like OmegaConf, would read ``overwrite=2`` as true."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        found = setting(key)
+        if (not isinstance(found, str) and found.type.startswith("bool") and "," not in value
+                and value.lower() not in ("true", "false", "null", "")):
             raise UserError(f"{key}={value}: not a valid bool (true or false)")
 
 
@@ -555,7 +574,8 @@ def check_model_keys(model: DictConfig) -> None:
     if not path.exists():
         return
     own = set(OmegaConf.load(path).keys()) | {"transform"}
-    extra = [k for k in model if k not in own and model[k] is not None]
+    defaults = {f.name: f.default for f in dataclasses.fields(Model)}
+    extra = [k for k in model if k not in own and model[k] not in (None, defaults[k])]
     if extra:
         takes = ", ".join(sorted(own - {"defaults", "name"}))
         raise UserError(f"model.{extra[0]}: model {model.name} does not use it (its settings: "
@@ -583,7 +603,6 @@ def validate(cfg: DictConfig) -> DictConfig:
     if not OmegaConf.is_config(cfg):
         raise TypeError("validate takes an OmegaConf config")
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    check_bools(plain, Config, "")
     checked_cfg = typed(plain, Config, "")
     check_fields(OmegaConf.to_object(checked_cfg), "")
     check_model_keys(plain.model)

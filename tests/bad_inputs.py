@@ -363,9 +363,11 @@ CASES = [
     Case("fresh-not-bool", ["dataset.fresh_each_epoch=maybe"], "dataset.fresh_each_epoch=maybe"),
     Case(
         "num-classes-wrong",
-        ["+dataset.num_classes=5"],
+        ["dataset.num_classes=5"],
         "dataset.num_classes=5: the rts generator's labels take 10 classes",
     ),
+    # a setting of the schema is overridden without + (Hydra's own advice, in one line)
+    Case("plus-on-a-setting", ["+dataset.num_classes=5"], "Either remove + prefix"),
     Case("dataset-unknown", ["dataset=foo"], "dataset=foo: no such dataset"),
     # model
     Case("model-unknown", ["model=resnet"], "model=resnet: no such model"),
@@ -535,8 +537,10 @@ CASES = [
     Case("file-size-limit", QUICK, "the file-size limit stopped writing", file_limit=300 * 1024),
     # silent before: now refused
     Case("width-on-an-mnist-model", ["+model.width=0.5"], "model.width: model cnn does not use it"),
-    Case("width-without-plus", ["model.width=0.5"],
-         "model.width: not a setting of the chosen model"),
+    Case("width-without-plus", ["model.width=0.5"], "model.width: model cnn does not use it"),
+    Case("coloc-without-coloc", ["coloc.lr=0.1"], "coloc.lr: the chosen config has no coloc"),
+    Case("seeds-without-experiment", ["experiment.seeds=[1]"],
+         "experiment.seeds: the chosen config has no experiment (add experiment="),
     Case("overwrite-two", ["overwrite=2"], "overwrite=2: not a valid bool"),
     Case("sweep-given-twice", ["-m", "model=fcn,cnn", "model=st_fcn"], "model is given twice"),
     Case("sweep-values-given-twice", ["-m", "schedule.iterations=2,3", "schedule.iterations=4,5"],
