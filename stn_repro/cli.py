@@ -9,6 +9,7 @@ and the others still run, with a summary at the end (exit 2 if any failed).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -27,8 +28,14 @@ from . import config, distributed, signals, speed, sweep
 from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
-from .schema import (OPTIONAL_GROUPS, Config, check_bool_overrides, describe, unknown_key_message,
-                     validate)
+from .schema import (
+    OPTIONAL_GROUPS,
+    Config,
+    check_bool_overrides,
+    describe,
+    unknown_key_message,
+    validate,
+)
 from .terminal import teed
 
 USAGE_ERROR = 2
@@ -138,7 +145,9 @@ def hydra_message(err: BaseException) -> str:
     text = str(err).split("Config search path:")[0]
     unknown = re.match(r"Could not override '([\w.]+)'", text)
     if unknown:  # not Hydra's advice to add it with +: the schema refuses keys a part lacks
-        key = unknown.group(1)
+        key, schema = unknown.group(1), getattr(err.__cause__, "object_type", None)
+        if dataclasses.is_dataclass(schema) and schema is not Config:  # e.g. the model family's
+            return describe(err.__cause__, "", schema)
         return unknown_key_message(key) or (
             f"{key}: not a setting of the chosen {key.split('.')[0]} (`stn-repro --cfg job` "
             "prints every setting of the composed config)"

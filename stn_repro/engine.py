@@ -503,7 +503,7 @@ def finish(cfg: DictConfig, life: RunLife, meta: dict, model: nn.Module, feed, t
         "data": feed.description,
         "model": cfg.model.name,
         "transform": transform,
-        "width": cfg.model.width,  # SVHN models (1: the paper's width)
+        "width": cfg.model.get("width"),  # SVHN models (1: the paper's width)
         "schedule": schedule.name,
         "seed": int(cfg.seed),
         "device": str(device),

@@ -1,73 +1,33 @@
 """The config's schema: every key's type, range and choices, checked once before any work.
 
-``validate(cfg)`` merges a composed config into these dataclasses, so OmegaConf refuses unknown
-keys (``+`` included) and values of the wrong type; then it checks each field's range or choices
-(the ``check`` in its metadata) and the rules that tie fields together (a digit must fit its
+``Config`` is registered in Hydra's ConfigStore as ``schema``, the first default of
+conf/config.yaml, and each model family's parameters as ``schema/model/<family>``
+(``models.registry.family``), named first by its model files: Hydra merges every file and
+override into them as it composes, refusing an unknown key or a value of the wrong type.
+``validate(cfg)`` then merges the composed config into the same dataclasses once more (which
+refuses keys added with ``+``), checks each field's range or choices (the ``check`` in its
+metadata, ``stn_repro.checks``) and the rules that tie fields together (a digit must fit its
 canvas, a 3D transform needs volumes). Each problem is one ``UserError`` naming the key; the
 result is the same config with its values converted to their types.
 
-Per-generator parameters (``dataset.params``), per-transform arguments (``model.transform``) and
-the experiment and co-localisation groups are checked the same way, each by its own dataclass.
+Per-generator parameters (``dataset.params``) and per-transform arguments (``model.transform``)
+are typed after composition, each by its own dataclass.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from .checks import at_least, between, checked, fraction, interval, one_of
 from .errors import UserError
+from .models import FAMILIES, MODEL_PARAMS, MODEL_TASKS, MODELS
 from .paper import TABLES
-
-Check = Callable[[Any], "str | None"]  # None when the value is fine, else what is wrong
-
-
-def checked(check: Check, default: Any = MISSING, **kwargs) -> Any:
-    """A dataclass field whose value must pass ``check``."""
-    if "default_factory" in kwargs:
-        return field(metadata={"check": check}, **kwargs)
-    return field(default=default, metadata={"check": check})
-
-
-def at_least(low: float) -> Check:
-    return lambda v: None if v is None or v >= low else f"must be >= {low}"
-
-
-def above(low: float) -> Check:
-    return lambda v: None if v > low else f"must be > {low}"
-
-
-def between(low: float, high: float) -> Check:
-    return lambda v: None if low <= v <= high else f"must lie in [{low}, {high}]"
-
-
-def fraction(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must lie in [0, 1)"
-
-
-def one_of(*choices: str) -> Check:
-    return lambda v: None if v in choices else f"must be one of {', '.join(choices)}"
-
-
-def interval(low: float | None = None, above_low: bool = False) -> Check:
-    """A ``[a, b]`` range with ``a <= b`` (and ``a > low``, or ``a >= low``)."""
-
-    def check(v) -> str | None:
-        if len(v) != 2:
-            return "must be a range [low, high] of two numbers"
-        if v[0] > v[1]:
-            return f"must be [low, high] with low <= high, e.g. [{v[1]}, {v[0]}]"
-        if low is not None and (v[0] <= low if above_low else v[0] < low):
-            return f"must have low {'>' if above_low else '>='} {low}"
-        return None
-
-    return check
-
 
 # ---- groups ------------------------------------------------------------------------------
 
@@ -135,30 +95,6 @@ class Dataset:
                                  "must be volume or null", None)  # fmt: skip
     task: str = checked(one_of("classify", "sequence"), "classify")
     positions: int = checked(between(1, 100), 1)  # labels per sample (sequence task)
-
-
-@dataclass
-class Model:
-    name: str = MISSING  # checked against the registry when the model is built
-    head: str | None = checked(one_of("fcn", "cnn"), None)  # MNIST models
-    localisation: str | None = checked(
-        lambda v: None if v in (None, "fcn", "cnn", "cnn3d", "inception") else
-        "must be fcn, cnn, cnn3d, inception or null", None,
-    )  # fmt: skip
-    target_params: int | None = checked(at_least(10_000), None)  # MNIST models
-    width: float | None = checked(above(0), None)  # SVHN models: multiplier of layer widths
-    dropout: float | None = checked(fraction, None)  # SVHN models
-    layers: str | None = checked(one_of("a5", "eleven_hidden"), None)  # SVHN models
-    num_transformers: int = checked(at_least(1), 1)
-    pretrained: bool | None = None  # CUB models: ImageNet weights for every Inception
-    part_size: int | None = checked(at_least(32), None)  # CUB models: each transformer's crop
-    # MNIST models with several transformers: each its own localisation network (True) or one
-    # shared (False or None)
-    independent_localisation: bool | None = None
-    # Std of the regression layer's initial weights (None: zeros, every theta starts at the
-    # identity); breaks the symmetry between parallel transformers
-    regressor_init_std: float | None = checked(at_least(0), None)
-    transform: Any = None  # checked by building it
 
 
 @dataclass
@@ -231,7 +167,7 @@ class Speed:
 class Config:
     paths: Paths = field(default_factory=Paths)
     dataset: Dataset = field(default_factory=Dataset)
-    model: Model = field(default_factory=Model)
+    model: Any = None  # typed by its family's schema (``models.FAMILIES``), named in its file
     schedule: Schedule = field(default_factory=Schedule)
     experiment: Experiment | None = None
     coloc: Coloc | None = None
@@ -372,7 +308,7 @@ def sources() -> list[str]:
     """The sources the generators read, in ``GENERATORS``' order (mnist first)."""
     return list(dict.fromkeys(generator.source for generator in GENERATORS.values()))
 
-SCHEMAS = (Paths, Log, Schedule, Dataset, Model, Experiment, Coloc, Speed)
+SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
 OPTIONAL_GROUPS = ("experiment", "coloc")
 """Groups a composed config may leave null (no experiment chosen, or one without coloc)."""
@@ -399,7 +335,8 @@ def describe(err: OmegaConfBaseException, where: str, schema: type) -> str:
         if schema is Config and (message := unknown_key_message(key)):
             return message
         known = ", ".join(f.name for f in dataclasses.fields(schema))
-        return f"{key}: no such setting (known in {where or 'the config'}: {known})"
+        where = key.rpartition(".")[0] or "the config"
+        return f"{key}: no such setting (known in {where}: {known})"
     if "is not a ListConfig" in text:
         return f"{key}: must be a list, e.g. [1, 2]"
     if "Missing mandatory value" in text:
@@ -490,8 +427,6 @@ def check_model(model: DictConfig, volumes: bool) -> None:
             raise UserError(f"model {model.name} needs a transform: add model/transform=...")
         return
     if model.localisation is None:
-        from .models import MODELS
-
         with_st = f"st_{model.name}"
         hint = f"use model={with_st}" if with_st in MODELS else "choose a model with one"
         raise UserError(
@@ -514,8 +449,6 @@ def check_model(model: DictConfig, volumes: bool) -> None:
 
 def check_task(model: DictConfig, data: DictConfig) -> None:
     """The model's outputs must be what the dataset's task scores."""
-    from .models import MODEL_TASKS
-
     task = MODEL_TASKS.get(model.name)
     if task is not None and task != data.task:
         fits = sorted(name for name, t in MODEL_TASKS.items() if t == data.task)
@@ -538,6 +471,8 @@ def setting(key: str) -> dataclasses.Field | str:
         kind = fields[part].type
         if i + 1 == len(parts):
             return fields[part]
+        if part == "model" and i == 0:  # typed by the chosen model's family
+            return model_setting(key)
         if kind == "Any":  # e.g. dataset.params.x: none known here
             return (f"{key}: no such setting (`stn-repro --cfg job` prints every setting of "
                     "the composed config)")  # fmt: skip
@@ -545,6 +480,17 @@ def setting(key: str) -> dataclasses.Field | str:
         if schema is None:
             return ""
     return ""
+
+
+def model_setting(key: str) -> dataclasses.Field | str:
+    """``setting`` for ``model.<name>``: the field of that name in any model family."""
+    name = key.split(".")[1]
+    found = [f for family in FAMILIES.values() for f in dataclasses.fields(family)
+             if f.name == name]  # fmt: skip
+    if found:
+        return found[0] if key.count(".") == 1 else ""
+    known = sorted({f.name for family in FAMILIES.values() for f in dataclasses.fields(family)})
+    return f"{key}: no such setting (known in model, across its families: {', '.join(known)})"
 
 
 def unknown_key_message(key: str) -> str | None:
@@ -565,6 +511,19 @@ def check_bool_overrides(overrides: list[str]) -> None:
             raise UserError(f"{key}={value}: not a valid bool (true or false)")
 
 
+def check_model_params(model: DictConfig) -> DictConfig:
+    """``model`` typed and range-checked by its family's parameters, less none of the settings
+    its file sets."""
+    if model.get("name") not in MODELS:
+        raise UserError(f"model.name={model.get('name')}: no such model (choose model= one of "
+                        f"{', '.join(sorted(MODELS))})")  # fmt: skip
+    check_model_keys(model)
+    params = MODEL_PARAMS[model.name]
+    typed_model = typed(model, params, "model")
+    check_fields(OmegaConf.to_object(typed_model), "model")
+    return typed_model
+
+
 def check_model_keys(model: DictConfig) -> None:
     """Refuse a setting the chosen model's file does not have (``+model.width=0.5`` on the
     FCN): no model would read it, so it would change only the run's directory."""
@@ -574,8 +533,8 @@ def check_model_keys(model: DictConfig) -> None:
     if not path.exists():
         return
     own = set(OmegaConf.load(path).keys()) | {"transform"}
-    defaults = {f.name: f.default for f in dataclasses.fields(Model)}
-    extra = [k for k in model if k not in own and model[k] not in (None, defaults[k])]
+    defaults = {f.name: f.default for f in dataclasses.fields(MODEL_PARAMS[model.name])}
+    extra = [k for k in model if k not in own and model[k] not in (None, defaults.get(k))]
     if extra:
         takes = ", ".join(sorted(own - {"defaults", "name"}))
         raise UserError(f"model.{extra[0]}: model {model.name} does not use it (its settings: "
@@ -605,7 +564,7 @@ def validate(cfg: DictConfig) -> DictConfig:
     plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     checked_cfg = typed(plain, Config, "")
     check_fields(OmegaConf.to_object(checked_cfg), "")
-    check_model_keys(plain.model)
+    checked_cfg.model = check_model_params(plain.model)
     checked_cfg.dataset.params = check_dataset(checked_cfg.dataset)
     check_model(checked_cfg.model, checked_cfg.dataset.render == "volume")
     check_task(checked_cfg.model, checked_cfg.dataset)

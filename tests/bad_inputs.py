@@ -537,7 +537,9 @@ CASES = [
     Case("file-size-limit", QUICK, "the file-size limit stopped writing", file_limit=300 * 1024),
     # silent before: now refused
     Case("width-on-an-mnist-model", ["+model.width=0.5"], "model.width: model cnn does not use it"),
-    Case("width-without-plus", ["model.width=0.5"], "model.width: model cnn does not use it"),
+    Case("width-without-plus", ["model.width=0.5"], "model.width: no such setting (known in model"),
+    Case("dropout-out-of-range", ["model=svhn_cnn", "dataset=svhn64", "model.dropout=1.5"],
+         "model.dropout=1.5: must lie in [0, 1)"),
     Case("coloc-without-coloc", ["coloc.lr=0.1"], "coloc.lr: the chosen config has no coloc"),
     Case("seeds-without-experiment", ["experiment.seeds=[1]"],
          "experiment.seeds: the chosen config has no experiment (add experiment="),

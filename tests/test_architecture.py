@@ -8,7 +8,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "stn_repro"
 LAYERS = [  # each may import its own layer and those above it in this list
-    {"errors", "files", "config", "signals", "paper", "tasks", "terminal", "viz", "sweep",
+    {"errors", "checks", "files", "config", "signals", "paper", "tasks", "terminal", "viz", "sweep",
      "distributed", "speed", "contrast"},  # base: no knowledge of models or data
     {"st"},  # the layer library
     {"data", "models"},  # generators and stored data; the models (never each other)

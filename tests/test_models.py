@@ -1,61 +1,107 @@
-"""The model registry: every model runs forward and backward, every parameter learns, and the
-models of one experiment have about the same number of parameters."""
+"""The model registry: every registered model runs forward and backward and every parameter
+learns; the models of one MNIST table have about the same number of parameters; every model's
+config is typed by its family's schema."""
+
+from functools import cache
 
 import pytest
 import torch
-from hydra import compose
+from omegaconf import OmegaConf
 
+from stn_repro.config import CONF_DIR
 from stn_repro.errors import UserError
-from stn_repro.models import MODELS, DataSpec, build_model, count_params
+from stn_repro.experiment import compose_run
+from stn_repro.models import MODEL_PARAMS, MODELS, DataSpec, build_model, count_params
+from stn_repro.st.inspect import transformers
+from stn_repro.tasks import TASKS
 
-SHAPES = {
-    "mnist_r": (1, 28, 28),
-    "mnist_rts": (1, 42, 42),
-    "mnist_p": (1, 28, 28),
-    "mnist_e": (1, 28, 28),
-    "mnist_tc": (1, 60, 60),
-    "mnist_addition": (2, 42, 42),
-    "mnist3d": (1, 60, 60, 60),
-}
-EXPERIMENTS = [
-    "table1_r", "table1_rts", "table1_p", "table1_e", "table1_tc", "table4_addition", "fig_3d"
-]  # fmt: skip
+MNIST_SHAPES = {"mnist_r": (1, 28, 28), "mnist_rts": (1, 42, 42), "mnist_p": (1, 28, 28),
+                "mnist_e": (1, 28, 28), "mnist_tc": (1, 60, 60), "mnist_addition": (2, 42, 42),
+                "mnist3d": (1, 60, 60, 60)}  # fmt: skip
+"""Input shapes of the generated sets (the image sources' come from their ``params``)."""
 
 
-def row_models(compose_cfg, experiment):
-    cfg = compose_cfg(f"experiment={experiment}")
-    classes = cfg.dataset.get("num_classes", 10)
-    spec = DataSpec(SHAPES[cfg.dataset.name], classes, cfg.dataset.st_pool)
-    for row in cfg.experiment.rows:
-        run = compose("config", overrides=[f"experiment={experiment}", *row.overrides])
-        yield row.name, build_model(run.model, spec), spec
+def spec_of(cfg) -> DataSpec:
+    data = cfg.dataset
+    if data.name in MNIST_SHAPES:
+        shape = MNIST_SHAPES[data.name]
+    else:  # images of params.size, cropped to params.random_crop where set
+        side = data.params.get("random_crop") or data.params.size
+        shape = (3, side, side)
+    return DataSpec(shape, int(data.num_classes), int(data.st_pool), int(data.positions))
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_every_row_trains_and_counts_match(compose_cfg, experiment):
-    counts = {}
-    for name, model, spec in row_models(compose_cfg, experiment):
-        x = torch.rand(3, *spec.shape)
-        logits = model(x)
-        assert logits.shape == (3, spec.num_classes), name
-        # Nudge the regression layer off its zero init so the localisation net gets gradients.
-        for layer in model.st.regression_layers() if model.st is not None else []:
-            torch.nn.init.normal_(layer.weight, std=1e-3)
-        torch.nn.functional.cross_entropy(model(x), torch.tensor([0, 1, 2])).backward()
-        for pname, p in model.named_parameters():
-            assert p.grad is not None and p.grad.abs().sum() > 0, f"{name}: {pname} has no grad"
-        counts[name] = count_params(model)
-    low, high = min(counts.values()), max(counts.values())
-    assert high <= 1.1 * low, counts
+def experiments() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@cache
+def rows_by_model() -> dict[str, list]:
+    """Model name -> [(experiment, row name, the row's validated config)], every experiment's
+    rows composed as ``stn-repro experiment=<name> schedule=smoke`` would (Hydra initialised)."""
+    from hydra import compose
+
+    found: dict[str, list] = {}
+    for experiment in experiments():
+        given = ["schedule=smoke", f"experiment={experiment}"]
+        for row in compose("config", overrides=given).experiment.rows:
+            cfg = compose_run(given, row, seed=1)
+            found.setdefault(cfg.model.name, []).append((experiment, row.name, cfg))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_trains(compose_cfg, name):
+    """Forward with the output shape its task scores, backward, a gradient in every parameter:
+    on the first experiment row that uses the model."""
+    compose_cfg()  # Hydra initialised for compose_run
+    found = rows_by_model()
+    assert name in found, f"no experiment row uses model {name}"
+    experiment, row, cfg = found[name][0]
+    if "pretrained" in cfg.model:
+        cfg.model.pretrained = False  # no ImageNet weights offline
+    spec = spec_of(cfg)
+    model = build_model(cfg.model, spec)
+    x = torch.rand(2, *spec.shape)
+    logits = model(x)
+    expected = (2, spec.num_classes) if spec.positions == 1 else (2, spec.positions,
+                                                                 spec.num_classes)
+    assert logits.shape == expected, (experiment, row)
+    for layer in (layer for st in transformers(model) for layer in st.regression_layers()):
+        torch.nn.init.normal_(layer.weight, std=1e-3)  # off the identity: the localisation learns
+    targets = torch.zeros(expected[:-1], dtype=torch.long)
+    TASKS[cfg.dataset.task].loss(model(x), targets).backward()
+    silent = [p for p, w in model.named_parameters() if w.grad is None or not w.grad.abs().sum()]
+    assert not silent, f"{experiment} {row}: no gradient in {silent}"
+
+
+MNIST_TABLES = [e for e in experiments() if e.startswith(("table1", "table4", "fig_3d"))]
+
+
+@pytest.mark.parametrize("experiment", MNIST_TABLES)
+def test_the_models_of_an_mnist_table_have_about_400k_parameters(compose_cfg, experiment):
+    compose_cfg()
+    counts = {row: count_params(build_model(cfg.model, spec_of(cfg)))
+              for rows in rows_by_model().values()
+              for exp, row, cfg in rows if exp == experiment}  # fmt: skip
+    assert counts and max(counts.values()) <= 1.1 * min(counts.values()), counts
     assert all(abs(c - 400_000) < 0.02 * 400_000 for c in counts.values()), counts
+
+
+@pytest.mark.parametrize("path", sorted((CONF_DIR / "model").glob("*.yaml")),
+                         ids=lambda p: p.stem)  # fmt: skip
+def test_every_model_config_is_typed_by_its_familys_schema(compose_cfg, path):
+    """conf/model/<name>.yaml names its family's schema first: Hydra composes it as that
+    dataclass, the one the model registered with."""
+    from hydra import compose
+
+    compose_cfg()
+    cfg = compose("config", overrides=[f"model={path.stem}"])
+    assert OmegaConf.get_type(cfg.model) is MODEL_PARAMS[cfg.model.name]
 
 
 def test_registry_and_model_configs_name_the_same_models():
     """Every registered model has a config (``conf/model/*.yaml``) and every config a model."""
-    from omegaconf import OmegaConf
-
-    from stn_repro.config import CONF_DIR
-
     configs = {OmegaConf.load(p).name for p in (CONF_DIR / "model").glob("*.yaml")}
     assert configs == set(MODELS)
 

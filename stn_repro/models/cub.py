@@ -24,15 +24,28 @@ from __future__ import annotations
 import functools
 import pickle
 import socket
+from dataclasses import dataclass
 from http.client import HTTPException
 
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..checks import at_least, checked, fraction, one_of
 from ..errors import UserError
 from ..st import SpatialTransformer, build_transform
-from .registry import DataSpec, register
+from .registry import DataSpec, ModelParams, family, register
+
+
+@family("cub")
+@dataclass
+class CubParams(ModelParams):
+    """The CUB models' settings (Table 3)."""
+
+    localisation: str | None = checked(one_of("inception"), None)
+    pretrained: bool = True  # ImageNet weights for every Inception (false: tests, offline runs)
+    part_size: int = checked(at_least(32), 224)  # each transformer's crop
+    dropout: float = checked(fraction, 0.7)  # A.6: "dropout of 0.7 was used before the ..."
 
 TRUNK = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b",
          "maxpool3", "inception4a", "inception4b", "inception4c", "inception4d", "inception4e",
@@ -140,12 +153,12 @@ class BirdNet(nn.Module):
         return self.classifier(self.dropout(features))
 
 
-@register("cub_cnn")
+@register("cub_cnn", CubParams)
 def cub_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return BirdNet(spec, 0, cfg.part_size, cfg.pretrained, cfg.dropout)
 
 
-@register("cub_st")
+@register("cub_st", CubParams)
 def cub_st(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return BirdNet(spec, cfg.num_transformers, cfg.part_size, cfg.pretrained, cfg.dropout,
                    cfg.transform)  # fmt: skip

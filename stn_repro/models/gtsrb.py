@@ -16,13 +16,25 @@ CNN's function. ``cfg.width`` scales every layer's width, localisation networks 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..checks import above, checked, one_of
 from ..contrast import LocalContrastNorm, box_kernel
 from ..st import SpatialTransformer, build_transform
-from .registry import DataSpec, register
+from .registry import DataSpec, ModelParams, family, register
 from .svhn import scaled
+
+
+@family("gtsrb")
+@dataclass
+class GtsrbParams(ModelParams):
+    """The GTSRB networks' settings."""
+
+    localisation: str | None = checked(one_of("cnn"), None)
+    width: float = checked(above(0), 1.0)  # multiplier of every layer's width (1: the reference's)
 
 CONV = ((150, 7), (200, 4), (300, 4))  # (filters, kernel) of the three blocks
 PADDING = 2
@@ -100,16 +112,16 @@ class SignNet(nn.Module):
         return self.classifier(self.fc(x))
 
 
-@register("gtsrb_cnn")
+@register("gtsrb_cnn", GtsrbParams)
 def gtsrb_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SignNet(spec, width=cfg.width)
 
 
-@register("gtsrb_st1")
+@register("gtsrb_st1", GtsrbParams)
 def gtsrb_st1(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SignNet(spec, cfg.transform, {0: LOC_INPUT}, cfg.width)
 
 
-@register("gtsrb_st2")
+@register("gtsrb_st2", GtsrbParams)
 def gtsrb_st2(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SignNet(spec, cfg.transform, {0: LOC_INPUT, 2: LOC_CONV2}, cfg.width)

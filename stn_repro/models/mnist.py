@@ -15,13 +15,31 @@ All non-linearities are ReLU.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from ..checks import at_least, checked, one_of
 from ..errors import UserError
 from ..st import SpatialTransformer, build_transform
-from .registry import DataSpec, count_params, register
+from .registry import DataSpec, ModelParams, count_params, family, register
+
+
+@family("mnist")
+@dataclass
+class MnistParams(ModelParams):
+    """The MNIST models' settings (Tables 1 and 4, and the 3D models of ``volume``)."""
+
+    head: str = checked(one_of("fcn", "cnn"))  # the classifier head
+    localisation: str | None = checked(one_of("fcn", "cnn", "cnn3d"), None)
+    target_params: int = checked(at_least(10_000), 400_000)  # A.4: "around 400k"
+    # several transformers: each its own localisation network (True) or one shared (False)
+    independent_localisation: bool | None = None
+    # std of the regression layer's initial weights (None: zeros, every theta starts at the
+    # identity); breaks the symmetry between parallel transformers
+    regressor_init_std: float | None = checked(at_least(0), None)
 
 
 def conv_out(size: int, kernel: int, padding: int) -> int:
@@ -177,30 +195,30 @@ def no_transform(cfg: DictConfig) -> None:
         )
 
 
-@register("fcn")
+@register("fcn", MnistParams)
 def fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     no_transform(cfg)
     return build_classifier(cfg, spec)
 
 
-@register("cnn")
+@register("cnn", MnistParams)
 def cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     no_transform(cfg)
     return build_classifier(cfg, spec)
 
 
-@register("st_fcn")
+@register("st_fcn", MnistParams)
 def st_fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return build_classifier(cfg, spec, make_st(cfg, spec))
 
 
-@register("st2_fcn")
+@register("st2_fcn", MnistParams)
 def st2_fcn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     """N (default 2) transformers in parallel on one localisation network, their outputs
     concatenated on channels for the FCN (MNIST addition, A.1)."""
     return build_classifier(cfg, spec, make_st(cfg, spec))
 
 
-@register("st_cnn")
+@register("st_cnn", MnistParams)
 def st_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return build_classifier(cfg, spec, make_st(cfg, spec))

@@ -29,12 +29,25 @@ table).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from ..checks import above, checked, fraction, one_of
 from ..st import SpatialTransformer, build_transform
-from .registry import DataSpec, register
+from .registry import DataSpec, ModelParams, family, register
+
+
+@family("svhn")
+@dataclass
+class SvhnParams(ModelParams):
+    """The SVHN models' settings (Table 2)."""
+
+    localisation: str | None = checked(one_of("fcn", "cnn"), None)
+    width: float = checked(above(0), 1.0)  # multiplier of every layer's width (1: the paper's)
+    dropout: float = checked(fraction, 0.5)  # A.5: "dropout at 0.5 for all layers except ..."
+    layers: str = checked(one_of("a5", "eleven_hidden"), "a5")
 
 LAYERS = {  # name -> (filters of each convolution, convolutions followed by 2x2 max pooling)
     "a5": ((48, 64, 128, 160, 192, 192, 192), (0, 2, 4, 5)),
@@ -129,18 +142,18 @@ def st_maker(cfg: DictConfig, localisation) -> Callable[[tuple[int, int, int]], 
     return make
 
 
-@register("svhn_cnn", task="sequence")
+@register("svhn_cnn", SvhnParams, task="sequence")
 def svhn_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SequenceCNN(spec, cfg.width, cfg.dropout, layers=cfg.layers)
 
 
-@register("svhn_st_single", task="sequence")
+@register("svhn_st_single", SvhnParams, task="sequence")
 def svhn_st_single(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SequenceCNN(spec, cfg.width, cfg.dropout, st_maker(cfg, cnn_localisation), (0,),
                        cfg.layers)  # fmt: skip
 
 
-@register("svhn_st_multi", task="sequence")
+@register("svhn_st_multi", SvhnParams, task="sequence")
 def svhn_st_multi(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return SequenceCNN(spec, cfg.width, cfg.dropout, st_maker(cfg, fc_localisation),
                        (0, 1, 2, 3), cfg.layers)  # fmt: skip

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..st import Affine3D, SpatialTransformer
-from .mnist import LOCALISATIONS, build_classifier, make_st, no_transform
+from .mnist import LOCALISATIONS, MnistParams, build_classifier, make_st, no_transform
 from .registry import DataSpec, register
 
 
@@ -37,12 +37,12 @@ def volume_localisation(shape) -> tuple[nn.Module, int]:
 LOCALISATIONS["cnn3d"] = volume_localisation
 
 
-@register("st3d_cnn")
+@register("st3d_cnn", MnistParams)
 def st3d_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     return build_classifier(cfg, spec, make_st(cfg, spec))
 
 
-@register("proj_cnn")
+@register("proj_cnn", MnistParams)
 def proj_cnn(cfg: DictConfig, spec: DataSpec) -> nn.Module:
     no_transform(cfg)
     identity = Affine3D().identity_params()
