@@ -29,24 +29,12 @@ import torch
 from torch import Tensor
 
 from .config import runs_dir
-from .data.generators import CORNERS, homographies, similarity
+from .data.generators import CORNERS, to_homogeneous
+from .data.registry import GENERATORS
 from .data.sources import DIGIT
 from .st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transform
 
-# The measures reported per generator (all are computed).
-MEASURES = {
-    "rotate": ["rotation_deg"],
-    "rts": ["rotation_deg", "log_scale", "translation_px"],
-    "projective": ["corners_px"],
-    "addition": ["rotation_deg", "log_scale", "translation_px"],
-}
 PIXELS = DIGIT / 2  # digit pixels per normalised unit
-
-
-def to_homogeneous(affine: Tensor) -> Tensor:
-    """``(N, 2, 3)`` affine matrices -> ``(N, 3, 3)``."""
-    last = torch.tensor([0.0, 0.0, 1.0], dtype=affine.dtype).expand(len(affine), 1, 3)
-    return torch.cat([affine, last], dim=1)
 
 
 def tps_affine_part(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
@@ -71,26 +59,19 @@ def transform_matrices(transform: Transform, theta: Tensor) -> Tensor:
     raise ValueError(f"no pose measure for {type(transform).__name__} transforms")
 
 
+def measured(generator: str) -> bool:
+    """Whether the pose recovery applies to ``generator`` (it registered measures)."""
+    found = GENERATORS.get(generator)
+    return found is not None and bool(found.measures)
+
+
 def distortions(generator: str, params: Tensor, canvas: int | None = None) -> list[Tensor]:
     """Each test image's ``D`` (canvas -> digit), one ``(N, 3, 3)`` per input channel, from the
-    parameters the generator kept (``generators.PARAM_NAMES``)."""
-    params = params.double()
-    n = len(params)
-
-    def rts(p: Tensor, size: int) -> Tensor:
-        return to_homogeneous(similarity(p[:, 0], p[:, 1], p[:, 2:4], size).view(n, 2, 3))
-
-    if generator == "rotate":
-        one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, 2, dtype=torch.float64)
-        return [to_homogeneous(similarity(params[:, 0], one, zero, DIGIT).view(n, 2, 3))]
-    if generator == "rts":
-        return [rts(params, canvas)]
-    if generator == "addition":
-        return [rts(params[:, 0:4], canvas), rts(params[:, 4:8], canvas)]
-    if generator == "projective":
-        corners = params[:, :1, None] * CORNERS + 2 * params[:, 1:9].view(n, 4, 2) / DIGIT
-        return [Projective().matrix(homographies(corners, CORNERS.expand(n, 4, 2)))]
-    raise ValueError(f"no pose measure for the {generator!r} generator; use {sorted(MEASURES)}")
+    parameters the generator kept (its registered ``distortion``)."""
+    if not measured(generator):
+        measurable = [name for name in GENERATORS if measured(name)]
+        raise ValueError(f"no pose measure for the {generator!r} generator; use {measurable}")
+    return GENERATORS[generator].distortion(params.double(), canvas)
 
 
 def apply(h: Tensor, points: Tensor) -> Tensor:
@@ -140,13 +121,13 @@ def spreads(r: Tensor) -> dict[str, float]:
 
 
 def pose_recovery(generator: str, d: Tensor, t: Tensor) -> dict[str, dict[str, float]]:
-    """For distortions ``d`` and the transformer's ``t`` (both ``(N, 3, 3)``): per measure of
-    ``MEASURES[generator]``, the input's spread, the residual's, and the % removed."""
+    """For distortions ``d`` and the transformer's ``t`` (both ``(N, 3, 3)``): per measure the
+    generator registered, the input's spread, the residual's, and the % removed."""
     before, after = spreads(d), spreads(d @ t)
     return {
         m: {"input": before[m], "residual": after[m],
             "removed_pct": 100.0 * (1 - after[m] / before[m]) if before[m] > 0 else math.nan}
-        for m in MEASURES[generator]
+        for m in GENERATORS[generator].measures
     }  # fmt: skip
 
 
@@ -161,13 +142,13 @@ FIELDS = ["experiment", "column", "row", "seed", "images", "transformer", "chann
 def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 500) -> list[dict]:
     """Pose recovery of ``model``'s first spatial transformer on the first ``limit`` (all)
     test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
-    input channel, measure). Empty without a transformer or for a generator not in
-    ``MEASURES``."""
+    input channel, measure). Empty without a transformer or for a generator with no
+    registered measures."""
     from .st.inspect import traced
 
     test = feed.splits["test"]
     count = min(limit or len(test), len(test))
-    if dataset.generator not in MEASURES:
+    if not measured(dataset.generator):
         return []
     thetas = []
     for start in range(0, count, batch):

@@ -24,7 +24,8 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .checks import at_least, between, checked, fraction, interval, one_of
+from .checks import at_least, between, checked, fraction, one_of
+from .data.registry import GENERATORS, sources
 from .errors import UserError
 from .models import FAMILIES, MODEL_PARAMS, MODEL_TASKS, MODELS
 from .paper import TABLES
@@ -198,116 +199,6 @@ def register_schema() -> None:
 register_schema()
 
 
-# ---- dataset.params, one dataclass per generator -------------------------------------------
-
-
-@dataclass
-class Rotate:
-    rotation: list[float] = checked(interval())
-
-
-@dataclass
-class RTS:
-    rotation: list[float] = checked(interval())
-    scale: list[float] = checked(interval(0, above_low=True))
-    canvas: int = checked(at_least(1))  # and the largest scaled digit must fit (check_dataset)
-
-
-@dataclass
-class Projective:
-    scale: list[float] = checked(interval(0, above_low=True))
-    corner_sd: float = checked(at_least(0))
-
-
-@dataclass
-class Elastic:
-    scale: list[float] = checked(interval(0, above_low=True))
-    control_points: int = checked(
-        lambda v: None if v >= 4 and round(v**0.5) ** 2 == v else "must be a square >= 4, e.g. 16"
-    )
-    point_sd: float = checked(at_least(0))
-
-
-@dataclass
-class Clutter:
-    canvas: int = checked(at_least(28))
-    clutter: int = checked(at_least(0))
-    patch: int = checked(between(1, 28))
-
-
-@dataclass
-class Extrude3D:
-    size: int = checked(at_least(28))
-    depth: int = checked(at_least(1))
-    rotation: list[list[float]] = checked(
-        lambda v: None if len(v) == 3 and all(len(r) == 2 and r[0] <= r[1] for r in v)
-        else "must be three [low, high] ranges (about x, y, z)"
-    )  # fmt: skip
-    translation: float = checked(at_least(0))
-
-
-@dataclass
-class SvhnCrop:
-    size: int = checked(at_least(8))  # side of the stored crops
-    expand: float = checked(at_least(0))  # growth of the digits' union box in x and y
-    loose: float = checked(at_least(1))  # then the box scaled about its centre
-    train_parts: list[str] = checked(
-        lambda v: None if v and set(v) <= {"train", "extra"} and len(set(v)) == len(v)
-        else "must list train and/or extra, e.g. [train, extra]"
-    )  # fmt: skip
-    validation: int = checked(at_least(1))  # training images held out
-    random_crop: int | None = checked(at_least(8), None)  # training: random crop of this side
-
-
-@dataclass
-class GtsrbSigns:
-    size: int = checked(at_least(8))  # side of the stored images
-    roi_crop: bool = False  # cut each image to its annotated sign box first
-    val_fraction: float = checked(fraction)  # of each class's tracks, held out for validation
-    test_fraction: float = checked(fraction)  # > 0: test on held-out tracks, not the test set
-    normalize: bool = True  # (x - mean) / std, one mean and std over all training pixels
-    local_contrast: int = checked(
-        lambda v: None if v == 0 or (v >= 3 and v % 2) else "must be 0 (off) or odd >= 3"
-    )  # Gaussian kernel side of the input's local contrast normalisation
-
-
-@dataclass
-class CubImages:
-    size: int = checked(at_least(8))  # side of the stored images (256; 512 for 448px rows)
-    random_crop: int | None = checked(at_least(8), None)  # training: random crop (centre: eval)
-    flip: bool = True  # training: random horizontal flips
-    classes: int = checked(between(1, 200), 200)  # this many classes (the sample: 5) ...
-    first_class: int = checked(between(1, 200), 1)  # ... from this one (numbered 1-200)
-    keep_aspect: bool = False  # resize the shorter side to ``size`` (A.6), else stretch
-    exclude_test: str | None = None  # a file listing test images to leave out
-
-
-@dataclass(frozen=True)
-class Generator:
-    """What the config checks know of a dataset generator: its parameters' schema, the source
-    it reads (``paths.<source>_dir``) and the classes its labels take."""
-
-    params: type
-    source: str = "mnist"
-    classes: int = 10
-
-
-GENERATORS = {
-    "rotate": Generator(Rotate), "rts": Generator(RTS), "projective": Generator(Projective),
-    "elastic": Generator(Elastic), "clutter": Generator(Clutter),
-    "addition": Generator(RTS, classes=19),  # the digits follow RTS; labels: their sum, 0-18
-    "extrude3d": Generator(Extrude3D),
-    "svhn_crop": Generator(SvhnCrop, "svhn", 11),  # the ten digits and "no digit"
-    "gtsrb_signs": Generator(GtsrbSigns, "gtsrb", 43),  # 43 kinds of sign
-    "cub_images": Generator(CubImages, "cub", 200),  # 200 bird species
-}  # fmt: skip
-"""Every dataset generator (``dataset.generator``)."""
-
-
-def sources() -> list[str]:
-    """The sources the generators read, in ``GENERATORS``' order (mnist first)."""
-    return list(dict.fromkeys(generator.source for generator in GENERATORS.values()))
-
 SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
 OPTIONAL_GROUPS = ("experiment", "coloc")
@@ -387,28 +278,15 @@ def check_dataset(data: DictConfig) -> DictConfig:
                "the other sources hold out with their own dataset.params")
         )  # fmt: skip
     params = typed(data.params or {}, schema, "dataset.params")
-    check_fields(OmegaConf.to_object(params), "dataset.params")
-    if data.generator == "gtsrb_signs" and params.val_fraction + params.test_fraction >= 1:
-        raise UserError(
-            f"dataset.params.val_fraction={params.val_fraction} and dataset.params."
-            f"test_fraction={params.test_fraction}: together they must leave tracks to train on"
-        )
-    if data.generator in ("svhn_crop", "cub_images") and (params.random_crop or 0) > params.size:
-        raise UserError(
-            f"dataset.params.random_crop={params.random_crop}: must not exceed "
-            f"dataset.params.size={params.size}"
-        )
+    values = OmegaConf.to_object(params)
+    check_fields(values, "dataset.params")
+    problem = values.problem() if hasattr(values, "problem") else None  # the rules tying them
+    if problem:
+        raise UserError(problem)
     if (data.task == "sequence") != (data.positions > 1):
         raise UserError(
             f"dataset.task={data.task} with dataset.positions={data.positions}: a sequence task "
             "has several positions, a classify task one"
-        )
-    if data.generator in ("rts", "addition") and params.canvas < 28 * params.scale[1]:
-        need = -int(-28 * params.scale[1] // 1)
-        raise UserError(
-            f"dataset.params.canvas={params.canvas}: a digit scaled by up to "
-            f"{params.scale[1]} is {28 * params.scale[1]:g} px wide: use "
-            f"dataset.params.canvas={need} or more (or lower dataset.params.scale)"
         )
     classes = generator.classes
     if data.num_classes != classes:

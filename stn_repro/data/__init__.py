@@ -6,6 +6,8 @@ stored (uint8), ``make_inputs(cfg)`` turns a stored batch into float model input
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from torch import Tensor
 from ..errors import UserError, warn
 from ..files import CorruptFile, locked
 from .cache import Split, cache_path, config_key, read_split, write_split
-from .generators import GENERATORS, generate, seed_for
+from .generators import generate, mnist_generators, seed_for
 from .sources import MNIST_MD5, load_mnist
 from .volumes import render_volumes
 
@@ -65,10 +67,10 @@ def load_split(
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.source != "mnist":
         raise UserError(f"dataset {cfg.name}: unknown source {cfg.source!r}; only 'mnist' exists")
-    if cfg.generator not in GENERATORS:
+    if cfg.generator not in mnist_generators():
         raise UserError(
             f"dataset {cfg.name}: unknown generator {cfg.generator!r}; "
-            f"choose one of {sorted(GENERATORS)}"
+            f"choose one of {mnist_generators()}"
         )
     params = generator_config(cfg)
     seed = seed_for(int(cfg.seed), split, epoch)
@@ -102,3 +104,7 @@ def make_split(cfg: DictConfig, split: str, data_dir, seed: int, params: dict, l
         return Split(*generate(cfg.generator, digits, labels, seed, params))
     except (TypeError, ValueError) as err:
         raise UserError(f"dataset {cfg.name}: bad generator parameters ({err})") from None
+
+
+for _module in pkgutil.iter_modules(__path__):  # every module: the image sources (cub, gtsrb,
+    importlib.import_module(f"{__name__}.{_module.name}")  # svhn) register their generators

@@ -17,8 +17,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..checks import at_least, between, checked
 from ..errors import UserError
 from ..files import locked
+from .registry import Generator, register_generator
 
 URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 ARCHIVE = "CUB_200_2011.tgz"
@@ -27,6 +29,29 @@ ARCHIVE_MD5 = "97eceeb196236b17998738112f37df78"
 FOLDER = "CUB_200_2011"
 METADATA = ("images.txt", "image_class_labels.txt", "train_test_split.txt")
 NUM_CLASSES = 200
+
+
+@dataclass
+class CubImages:
+    """``dataset.params`` of the ``cub_images`` generator (conf/dataset/cub.yaml)."""
+
+    size: int = checked(at_least(8))  # side of the stored images (256; 512 for 448px rows)
+    random_crop: int | None = checked(at_least(8), None)  # training: random crop (centre: eval)
+    flip: bool = True  # training: random horizontal flips
+    classes: int = checked(between(1, 200), 200)  # this many classes (the sample: 5) ...
+    first_class: int = checked(between(1, 200), 1)  # ... from this one (numbered 1-200)
+    keep_aspect: bool = False  # resize the shorter side to ``size`` (A.6), else stretch
+    exclude_test: str | None = None  # a file listing test images to leave out
+
+    def problem(self) -> str | None:
+        """What is wrong across the fields (None: nothing)."""
+        if (self.random_crop or 0) > self.size:
+            return (f"dataset.params.random_crop={self.random_crop}: must not exceed "
+                    f"dataset.params.size={self.size}")  # fmt: skip
+        return None
+
+
+register_generator("cub_images", Generator(CubImages, "cub", NUM_CLASSES))  # bird species
 
 
 @dataclass

@@ -3,7 +3,9 @@
 Each generator takes a batch of digits ``(N, 28, 28)`` uint8 with their labels ``(N,)``, a
 seeded ``torch.Generator`` and its parameters (from ``conf/dataset/*.yaml``), and returns the
 distorted images ``(N, C, H, W)`` uint8, their labels, and the per-image generation parameters
-``(N, P)`` float32 (named in ``PARAM_NAMES``), so that tests can recover the distributions.
+``(N, P)`` float32 (named in the registry's ``param_names``), so that tests can recover the
+distributions. Each registers itself (``registry.GENERATORS``) with its ``dataset.params``
+dataclass, its pose measures and the distortion ``D`` its parameters give.
 Everything is vectorised over the batch: the warps reuse ``stn_repro.st`` (one grid per image,
 one ``grid_sample`` call), pastes use a scatter.
 
@@ -15,13 +17,16 @@ from the canvas centre to the digit's centre, ``x`` right and ``y`` down.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from ..checks import at_least, between, checked, interval
 from ..st import Affine, Projective, ThinPlateSpline, sample
 from .draws import uniform
+from .registry import GENERATORS, Generator, register_generator
 from .sources import DIGIT
 from .volumes import extrude_3d
 
@@ -207,30 +212,119 @@ def addition(
     return torch.cat([first, second], dim=1), labels + pool[1][partner], params
 
 
-GENERATORS: dict[str, Callable] = {
-    "rotate": rotate,
-    "rts": rotate_translate_scale,
-    "projective": projective,
-    "elastic": elastic,
-    "clutter": translate_clutter,
-    "addition": addition,
-    "extrude3d": extrude_3d,
-}
-"""Generators by the ``generator`` name the dataset configs use."""
+# ---- dataset.params, one dataclass per generator -------------------------------------------
 
-USES_POOL = {"clutter", "addition"}
-"""Generators that draw other digits from the whole split."""
 
-PARAM_NAMES = {
-    "rotate": ["angle"],
-    "rts": ["angle", "scale", "offset_x", "offset_y"],
-    "projective": ["scale", "corner_moves (4 x (x, y) px)"],
-    "elastic": ["scale", "point_moves (K x (x, y) px)"],
-    "clutter": ["offset_x", "offset_y", "patch_corners (M x (top, left) px)"],
-    "addition": ["rts params of channel 0 (4)", "rts params of channel 1 (4)", "partner index"],
-    "extrude3d": ["placement theta (12)", "angles (3, degrees)", "shift (3, voxels)"],
-}
-"""Columns of each generator's parameter array (angles in degrees, offsets in pixels)."""
+@dataclass
+class Rotate:
+    rotation: list[float] = checked(interval())
+
+
+@dataclass
+class RTS:
+    rotation: list[float] = checked(interval())
+    scale: list[float] = checked(interval(0, above_low=True))
+    canvas: int = checked(at_least(1))  # and the largest scaled digit must fit (problem)
+
+    def problem(self) -> str | None:
+        """What is wrong across the fields (None: nothing)."""
+        wide = DIGIT * self.scale[1]
+        if self.canvas < wide:
+            return (f"dataset.params.canvas={self.canvas}: a digit scaled by up to "
+                    f"{self.scale[1]} is {wide:g} px wide: use dataset.params.canvas="
+                    f"{math.ceil(wide)} or more (or lower dataset.params.scale)")  # fmt: skip
+        return None
+
+
+@dataclass
+class ProjectiveParams:
+    scale: list[float] = checked(interval(0, above_low=True))
+    corner_sd: float = checked(at_least(0))
+
+
+@dataclass
+class Elastic:
+    scale: list[float] = checked(interval(0, above_low=True))
+    control_points: int = checked(
+        lambda v: None if v >= 4 and round(v**0.5) ** 2 == v else "must be a square >= 4, e.g. 16"
+    )
+    point_sd: float = checked(at_least(0))
+
+
+@dataclass
+class Clutter:
+    canvas: int = checked(at_least(28))
+    clutter: int = checked(at_least(0))
+    patch: int = checked(between(1, 28))
+
+
+@dataclass
+class Extrude3D:
+    size: int = checked(at_least(28))
+    depth: int = checked(at_least(1))
+    rotation: list[list[float]] = checked(
+        lambda v: None if len(v) == 3 and all(len(r) == 2 and r[0] <= r[1] for r in v)
+        else "must be three [low, high] ranges (about x, y, z)"
+    )  # fmt: skip
+    translation: float = checked(at_least(0))
+
+
+# ---- the distortion D (canvas -> upright digit) from the kept parameters, for pose measures --
+
+
+def to_homogeneous(affine: Tensor) -> Tensor:
+    """``(N, 2, 3)`` affine matrices -> ``(N, 3, 3)``."""
+    last = torch.tensor([0.0, 0.0, 1.0], dtype=affine.dtype).expand(len(affine), 1, 3)
+    return torch.cat([affine, last], dim=1)
+
+
+def rts_distortion(params: Tensor, canvas: int) -> list[Tensor]:
+    n = len(params)
+    return [to_homogeneous(similarity(params[:, 0], params[:, 1], params[:, 2:4], canvas)
+                           .view(n, 2, 3))]  # fmt: skip
+
+
+def rotate_distortion(params: Tensor, canvas: int | None = None) -> list[Tensor]:
+    n = len(params)
+    one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, 2, dtype=torch.float64)
+    return [to_homogeneous(similarity(params[:, 0], one, zero, DIGIT).view(n, 2, 3))]
+
+
+def addition_distortion(params: Tensor, canvas: int) -> list[Tensor]:
+    return [*rts_distortion(params[:, 0:4], canvas), *rts_distortion(params[:, 4:8], canvas)]
+
+
+def projective_distortion(params: Tensor, canvas: int | None = None) -> list[Tensor]:
+    n = len(params)
+    corners = params[:, :1, None] * CORNERS + 2 * params[:, 1:9].view(n, 4, 2) / DIGIT
+    return [Projective().matrix(homographies(corners, CORNERS.expand(n, 4, 2)))]
+
+
+SIMILARITY = ("rotation_deg", "log_scale", "translation_px")
+for _name, _generator in {
+    "rotate": Generator(Rotate, make=rotate, param_names=("angle",),
+                        measures=("rotation_deg",), distortion=rotate_distortion),
+    "rts": Generator(RTS, make=rotate_translate_scale,
+                     param_names=("angle", "scale", "offset_x", "offset_y"),
+                     measures=SIMILARITY, distortion=rts_distortion),
+    "projective": Generator(ProjectiveParams, make=projective,
+                            param_names=("scale", "corner_moves (4 x (x, y) px)"),
+                            measures=("corners_px",), distortion=projective_distortion),
+    "elastic": Generator(Elastic, make=elastic,
+                         param_names=("scale", "point_moves (K x (x, y) px)")),
+    "clutter": Generator(Clutter, make=translate_clutter, uses_pool=True,
+                         param_names=("offset_x", "offset_y",
+                                      "patch_corners (M x (top, left) px)")),
+    # the digits follow RTS; labels: their sum, 0-18
+    "addition": Generator(RTS, classes=19, make=addition, uses_pool=True,
+                          param_names=("rts params of channel 0 (4)",
+                                       "rts params of channel 1 (4)", "partner index"),
+                          measures=SIMILARITY, distortion=addition_distortion),
+    "extrude3d": Generator(Extrude3D, make=extrude_3d,
+                           param_names=("placement theta (12)", "angles (3, degrees)",
+                                        "shift (3, voxels)")),
+}.items():  # fmt: skip
+    register_generator(_name, _generator)
 
 
 def generate(
@@ -243,23 +337,29 @@ def generate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run generator ``name`` over all ``digits`` in chunks, deterministically from ``seed``.
 
-    Generators in ``USES_POOL`` also draw from the whole split (``pool``: digits and labels).
+    Generators that ``uses_pool`` also draw from the whole split (``pool``: digits and labels).
 
     Returns:
         images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64, parameters ``(N, P)`` float32.
     """
-    if name not in GENERATORS:
-        raise ValueError(f"unknown generator {name!r}; choose one of {sorted(GENERATORS)}")
+    generator = GENERATORS.get(name)
+    if generator is None or generator.make is None:
+        raise ValueError(f"unknown MNIST generator {name!r}; choose one of {mnist_generators()}")
     rng = torch.Generator().manual_seed(seed)
     kwargs = dict(params)
-    if name in USES_POOL:
+    if generator.uses_pool:
         kwargs["pool"] = (digits, labels)
     outputs = [
-        GENERATORS[name](digits[i : i + chunk], labels[i : i + chunk], rng, **kwargs)
+        generator.make(digits[i : i + chunk], labels[i : i + chunk], rng, **kwargs)
         for i in range(0, len(digits), chunk)
     ]
     images, out_labels, gen_params = zip(*outputs, strict=True)
     return torch.cat(images), torch.cat(out_labels), torch.cat(gen_params).float()
+
+
+def mnist_generators() -> list[str]:
+    """The generators that draw from MNIST digits (the others read image files)."""
+    return [name for name, generator in GENERATORS.items() if generator.make is not None]
 
 
 def seed_for(seed: int, split: str, epoch: int | None = None) -> int:

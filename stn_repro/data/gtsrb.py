@@ -31,8 +31,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..checks import at_least, checked, fraction
 from ..errors import UserError
 from ..files import locked
+from .registry import Generator, register_generator
 
 NUM_CLASSES = 43
 TRAIN_DIRS = ("Final_Training/Images", "GTSRB/Final_Training/Images", "gtsrb/GTSRB/Training",
@@ -42,6 +44,31 @@ TEST_CSV = "GT-final_test.csv"
 TEST_CSV_PLACES = (".", "gtsrb", "GTSRB")  # besides the test images' folder and its parent
 COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
 SITE = "https://benchmark.ini.rub.de/gtsrb_dataset.html"
+
+
+@dataclass
+class GtsrbSigns:
+    """``dataset.params`` of the ``gtsrb_signs`` generator (conf/dataset/gtsrb.yaml)."""
+
+    size: int = checked(at_least(8))  # side of the stored images
+    roi_crop: bool = False  # cut each image to its annotated sign box first
+    val_fraction: float = checked(fraction)  # of each class's tracks, held out for validation
+    test_fraction: float = checked(fraction)  # > 0: test on held-out tracks, not the test set
+    normalize: bool = True  # (x - mean) / std, one mean and std over all training pixels
+    local_contrast: int = checked(
+        lambda v: None if v == 0 or (v >= 3 and v % 2) else "must be 0 (off) or odd >= 3"
+    )  # Gaussian kernel side of the input's local contrast normalisation
+
+    def problem(self) -> str | None:
+        """What is wrong across the fields (None: nothing)."""
+        if self.val_fraction + self.test_fraction >= 1:
+            return (f"dataset.params.val_fraction={self.val_fraction} and dataset.params."
+                    f"test_fraction={self.test_fraction}: together they must leave tracks to "
+                    "train on")  # fmt: skip
+        return None
+
+
+register_generator("gtsrb_signs", Generator(GtsrbSigns, "gtsrb", NUM_CLASSES))
 
 
 @dataclass(frozen=True)

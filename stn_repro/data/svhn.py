@@ -23,8 +23,10 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from ..checks import at_least, checked
 from ..errors import UserError, warn
 from ..files import locked, write_atomic
+from .registry import Generator, register_generator
 from .sources import download_file, extract_folder, md5sum
 
 URL = "http://ufldl.stanford.edu/housenumbers/{part}.tar.gz"
@@ -32,6 +34,31 @@ PARTS = ("train", "test", "extra")
 FIELDS = ("label", "left", "top", "width", "height")
 MAX_DIGITS = 5
 NO_DIGIT = 10
+
+
+@dataclass
+class SvhnCrop:
+    """``dataset.params`` of the ``svhn_crop`` generator (conf/dataset/svhn64.yaml)."""
+
+    size: int = checked(at_least(8))  # side of the stored crops
+    expand: float = checked(at_least(0))  # growth of the digits' union box in x and y
+    loose: float = checked(at_least(1))  # then the box scaled about its centre
+    train_parts: list[str] = checked(
+        lambda v: None if v and set(v) <= {"train", "extra"} and len(set(v)) == len(v)
+        else "must list train and/or extra, e.g. [train, extra]"
+    )  # fmt: skip
+    validation: int = checked(at_least(1))  # training images held out
+    random_crop: int | None = checked(at_least(8), None)  # training: random crop of this side
+
+    def problem(self) -> str | None:
+        """What is wrong across the fields (None: nothing)."""
+        if (self.random_crop or 0) > self.size:
+            return (f"dataset.params.random_crop={self.random_crop}: must not exceed "
+                    f"dataset.params.size={self.size}")  # fmt: skip
+        return None
+
+
+register_generator("svhn_crop", Generator(SvhnCrop, "svhn", 11))  # ten digits and "no digit"
 """Sequence labels: positions past the number's length hold class 10 ("no digit")."""
 
 
