@@ -2,13 +2,13 @@
 
     python scripts/analyse.py [--schedule fast] [--output-dir outputs]
 
-Writes outputs/tables/pose.{md,csv} and outputs/figures/ (see stn_repro/analysis.py); `make
+Writes outputs/tables/pose.{md,csv} and outputs/figures/ (see stn_repro/report/analysis.py); `make
 report` runs it, then scripts/report.py.
 """
 
 import argparse
 
-from stn_repro.analysis import analyse
+from stn_repro.report.analysis import analyse
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

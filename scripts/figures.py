@@ -19,7 +19,7 @@ three of its images at four logged steps (the paper's Fig. 4), and the same as a
 
 import argparse
 
-from stn_repro.figures import (
+from stn_repro.report.figures import (
     addition_figure,
     coloc_figure,
     cub_figure,

@@ -7,7 +7,7 @@ Without --schedule, the tables of every schedule.
 
 import argparse
 
-from stn_repro.report import write_report
+from stn_repro.report.document import write_report
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

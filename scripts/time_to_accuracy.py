@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from stn_repro.errors import UserError
-from stn_repro.time_to_accuracy import column_curves, draw, summary
+from stn_repro.report.time_to_accuracy import column_curves, draw, summary
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -188,7 +188,7 @@ def resume_draws(ckpt: dict, where: Ranks) -> None:
 def log_pose(writer, model: nn.Module, feed, dataset: DictConfig, step: int) -> None:
     """How much of the test digits' known distortions each transformer removes, per input
     channel (``pose``; generated MNIST only): ``pose/<measure>_removed/t<k>_ch<c>``, in %."""
-    from .pose import measure_model
+    from .report.pose import measure_model
 
     if dataset.source != "mnist" or not transformers(model):
         return

@@ -28,9 +28,9 @@ from .config import CONF_DIR, config_hash, model_label, run_dir
 from .engine import train_run
 from .errors import UserError
 from .files import Busy, locked
+from .report.tables import table_lock, write_column, write_tables
 from .runs import checkpoint_iteration, clear_run, finished_run
 from .schema import validate
-from .tables import table_lock, write_column, write_tables
 from .trained import load_trained
 
 # Command-line keys that choose among an experiment's runs rather than configure them.

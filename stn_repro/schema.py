@@ -28,7 +28,7 @@ from .checks import at_least, between, checked, fraction, one_of
 from .data.registry import GENERATORS, sources
 from .errors import UserError
 from .models import FAMILIES, MODEL_PARAMS, MODEL_TASKS, MODELS
-from .paper import TABLES
+from .report.paper import TABLES
 
 # ---- groups ------------------------------------------------------------------------------
 

@@ -8,9 +8,9 @@ import csv
 from hydra import compose
 from PIL import Image
 
-from stn_repro.analysis import analyse
 from stn_repro.cli import run
-from stn_repro.report import write_report
+from stn_repro.report.analysis import analyse
+from stn_repro.report.document import write_report
 
 
 def test_smoke_runs_give_the_pose_table_figures_animations_and_report(compose_cfg, smoke,

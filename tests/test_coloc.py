@@ -106,7 +106,7 @@ def test_smoke_coloc_experiment_writes_table5(compose_cfg, smoke, tmp_path):
     import torch
 
     from stn_repro.coloc import attention_boxes
-    from stn_repro.figures import coloc_figure
+    from stn_repro.report.figures import coloc_figure
 
     run = only(outputs, "runs/table5_coloc_tc/smoke/3/*/seed1")
     kept = torch.load(run / "boxes.pt")

@@ -275,7 +275,7 @@ def test_smoke_experiment_writes_table3(compose_cfg, smoke, tmp_path):
     assert len(found) == 4
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from stn_repro.figures import cub_figure
+    from stn_repro.report.figures import cub_figure
 
     [four] = [f for f in found if f.parts[-3] == "4xst-cnn-448px"]
     acc = EventAccumulator(str(four / "tb"))

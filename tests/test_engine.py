@@ -249,7 +249,7 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     # The figures draw from the finished runs.
     from PIL import Image
 
-    from stn_repro.figures import addition_figure, volume_figure
+    from stn_repro.report.figures import addition_figure, volume_figure
 
     png = addition_figure(
         only(runs, "table4_addition/smoke/2xst-fcn-tps/*/seed1"), tmp_path / "a.png", 3

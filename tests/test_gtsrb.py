@@ -381,7 +381,7 @@ def test_smoke_experiment_writes_the_gtsrb_table(compose_cfg, smoke, tmp_path, e
     if experiment == "gtsrb":  # both transformers in TensorBoard, the first's in the figure
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        from stn_repro.figures import gtsrb_figure
+        from stn_repro.report.figures import gtsrb_figure
 
         acc = EventAccumulator(str(two / "tb"))
         acc.Reload()

@@ -11,7 +11,7 @@ import torch
 from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data.generators import generate
 from stn_repro.data.sources import load_mnist
-from stn_repro.pose import (
+from stn_repro.report.pose import (
     apply,
     centre_jacobian,
     distortions,

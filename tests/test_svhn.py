@@ -358,7 +358,7 @@ def test_smoke_experiment_writes_table2(compose_cfg, smoke, tmp_path, tiny, px, 
     if px == 64:  # ST-CNN Multi: each transformer and their product, in TensorBoard and a figure
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-        from stn_repro.figures import svhn_figure
+        from stn_repro.report.figures import svhn_figure
 
         [multi] = [f for f in found if f.parts[-3] == "st-cnn-multi"]
         acc = EventAccumulator(str(multi / "tb"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-from stn_repro.tables import table_path, write_column, write_tables
+from stn_repro.report.tables import table_path, write_column, write_tables
 
 
 def run(row: str, column: str, seed: int, error: float) -> dict:
@@ -45,7 +45,7 @@ def test_every_table_spec_is_consistent_and_filled_by_experiments_that_compose(c
     # The registry owns each table's facts; every registered table has experiments (one per
     # column at most), each composing on `smoke` with rows the spec knows.
     from stn_repro.config import CONF_DIR
-    from stn_repro.paper import TABLES
+    from stn_repro.report.paper import TABLES
 
     filled: dict[str, set[str]] = {name: set() for name in TABLES}
     for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):

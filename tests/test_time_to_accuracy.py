@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 
 from stn_repro.config import PACKAGE_ROOT
-from stn_repro.time_to_accuracy import RowCurve, column_curves
+from stn_repro.report.time_to_accuracy import RowCurve, column_curves
 
 
 def test_minutes_to_the_paper_are_read_off_the_first_point_at_or_below_it():

@@ -6,7 +6,7 @@ A generator's ``params`` dataclass types ``dataset.params`` (checked after compo
 classes its labels take. MNIST generators also give their function (``make``), the columns of
 the parameter array they keep per image, and, where the pose recovery applies, its measures and
 the distortion ``D`` (canvas -> upright digit, ``(N, 3, 3)`` per input channel) rebuilt from
-those parameters (``stn_repro.pose``).
+those parameters (``stn_repro.report.pose``).
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from .config import CONF_DIR
-from .files import CorruptFile, read_json, write_atomic
+from ..config import CONF_DIR
+from ..files import CorruptFile, read_json, write_atomic
 from .paper import TABLES
 
 # Tables in the paper's order; any other table written comes after them.

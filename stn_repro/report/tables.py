@@ -8,9 +8,9 @@ import statistics
 from datetime import date
 from pathlib import Path
 
-from .config import slug
-from .errors import warn
-from .files import CorruptFile, locked, read_json, write_atomic, write_json
+from ..config import slug
+from ..errors import warn
+from ..files import CorruptFile, locked, read_json, write_atomic, write_json
 from .paper import TABLES, paper_value
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import CONF_DIR, runs_dir
-from .errors import UserError
-from .files import CorruptFile, read_json
+from ..config import CONF_DIR, runs_dir
+from ..errors import UserError
+from ..files import CorruptFile, read_json
+from ..runs import read_checkpoint
 from .paper import paper_value
-from .runs import read_checkpoint
 
 
 @dataclass

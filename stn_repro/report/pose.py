@@ -28,11 +28,11 @@ import math
 import torch
 from torch import Tensor
 
-from .config import runs_dir
-from .data.generators import CORNERS, to_homogeneous
-from .data.registry import GENERATORS
-from .data.sources import DIGIT
-from .st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transform
+from ..config import runs_dir
+from ..data.generators import CORNERS, to_homogeneous
+from ..data.registry import GENERATORS
+from ..data.sources import DIGIT
+from ..st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transform
 
 PIXELS = DIGIT / 2  # digit pixels per normalised unit
 
@@ -144,7 +144,7 @@ def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 5
     test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
     input channel, measure). Empty without a transformer or for a generator with no
     registered measures."""
-    from .st.inspect import traced
+    from ..st.inspect import traced
 
     test = feed.splits["test"]
     count = min(limit or len(test), len(test))
@@ -176,8 +176,8 @@ def measure_run(run_dir) -> list[dict]:
     run's experiment, column, row and seed."""
     from omegaconf import OmegaConf
 
-    from .files import read_json
-    from .trained import load_run
+    from ..files import read_json
+    from ..trained import load_run
 
     cfg = OmegaConf.load(f"{run_dir}/config.yaml")
     if not cfg.model.get("transform"):
@@ -209,7 +209,7 @@ def write_pose_table(rows: list[dict], output_dir, schedule: str):
     import io
     from pathlib import Path
 
-    from .files import write_atomic
+    from ..files import write_atomic
 
     tables = Path(output_dir) / "tables"
     buf = io.StringIO()

@@ -19,10 +19,10 @@ from torch import Tensor
 from torchvision.transforms.functional import to_pil_image
 from torchvision.utils import make_grid, save_image
 
-from .errors import UserError
-from .st.inspect import traced
-from .trained import load_run, load_trained
-from .viz import tiles
+from ..errors import UserError
+from ..st.inspect import traced
+from ..trained import load_run, load_trained
+from ..viz import tiles
 
 
 def scaled(images: Tensor) -> Tensor:
@@ -70,8 +70,8 @@ def svhn_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path
     """The paper's Table 2 (right): per test example, the input crop with the sampling grid of
     its transformers drawn on it (for ST-CNN Multi their affine transforms multiplied out,
     ``compose_affine``), then each transformer's output (feature maps: their channel mean)."""
-    from .st import Affine, compose_affine
-    from .viz import draw_grid
+    from ..st import Affine, compose_affine
+    from ..viz import draw_grid
 
     model, feed = load_run(run_dir)
     x, labels = feed.preview(examples)
@@ -95,7 +95,7 @@ def svhn_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path
 def gtsrb_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
     """Per test sign: the input as the network sees it (normalised, shown min-max scaled), the
     first transformer's sampling grid drawn on it, and that transformer's output."""
-    from .viz import draw_grid
+    from ..viz import draw_grid
 
     model, feed = load_run(run_dir)
     x, labels = feed.preview(examples)
@@ -120,7 +120,7 @@ def cub_figure(run_dir: str | Path, out: str | Path, examples: int = 8) -> Path:
     the window centres over the whole test split, one dot per image and transformer."""
     from PIL import Image, ImageDraw
 
-    from .viz import COLOURS, draw_boxes, window_boxes
+    from ..viz import COLOURS, draw_boxes, window_boxes
 
     model, feed = load_run(run_dir)
     x, labels = feed.preview(examples)
@@ -162,8 +162,8 @@ def table1_figure(st_dir: str | Path, cnn_dir: str | Path, out: str | Path,
     and the rotation the transformer applies (degrees)."""
     from PIL import ImageDraw
 
+    from ..viz import draw_grid
     from .pose import rotation_deg, transform_matrices
-    from .viz import draw_grid
 
     model, feed = load_run(st_dir)
     cnn_cfg = OmegaConf.load(Path(cnn_dir) / "config.yaml")
@@ -211,9 +211,9 @@ def training_animation(run_dir: str | Path, out: str | Path, examples: int = 8,
     grid on the input (top) and its output (bottom), with the iteration."""
     from PIL import ImageDraw
 
-    from .runs import load_snapshots
-    from .st.inspect import transformers
-    from .viz import draw_grid
+    from ..runs import load_snapshots
+    from ..st.inspect import transformers
+    from ..viz import draw_grid
 
     model, feed = load_run(run_dir)
     snapshots = load_snapshots(run_dir)
@@ -260,7 +260,7 @@ def coloc_figure(run_dir: str | Path, out: str | Path, columns: int = 4) -> Path
     (``*.gif`` beside it)."""
     from PIL import ImageDraw
 
-    from .viz import draw_boxes
+    from ..viz import draw_boxes
 
     path = Path(run_dir) / "boxes.pt"
     if not path.exists():

@@ -15,8 +15,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .config import runs_dir, slug
-from .errors import UserError
+from ..config import runs_dir, slug
+from ..errors import UserError
+from ..files import write_json
 from .figures import (
     addition_figure,
     coloc_figure,
@@ -27,7 +28,6 @@ from .figures import (
     training_animation,
     volume_figure,
 )
-from .files import write_json
 from .pose import finished_runs, measure_run, write_pose_table
 
 TABLE1 = {"table1_r": "r", "table1_rts": "rts", "table1_p": "p", "table1_e": "e",
