@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -187,16 +188,9 @@ class Config:
     speed: Speed = field(default_factory=Speed)
 
 
-def register_schema() -> None:
-    """Register ``Config`` in Hydra's ConfigStore as ``schema``, the first default of
-    conf/config.yaml: Hydra then merges every config file and override into it, refusing an
-    unknown key or a value of the wrong type as it composes."""
-    from hydra.core.config_store import ConfigStore
-
-    ConfigStore.instance().store(name="schema", node=Config)
-
-
-register_schema()
+# conf/config.yaml's first default: Hydra merges every config file and override into ``Config``
+# as it composes, refusing an unknown key or a value of the wrong type.
+ConfigStore.instance().store(name="schema", node=Config)
 
 
 SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Coloc, Speed)
