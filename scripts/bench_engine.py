@@ -76,17 +76,16 @@ def bare(config: str) -> None:
 
 
 def main(overrides: list[str], repeats: int) -> None:
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
     from omegaconf import OmegaConf
 
-    from stn_repro.config import CONF_DIR
-    from stn_repro.schema import validate
+    from stn_repro.schema import hydra_initialised, validate
 
     with tempfile.TemporaryDirectory() as tmp:
         given = {o.split("=")[0] for o in overrides}
         args = [*[d for d in DEFAULTS if d.split("=")[0] not in given], *overrides,
                 "progress=false"]  # fmt: skip
-        with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        with hydra_initialised():
             cfg = validate(compose("config", overrides=args))
         if cfg.schedule.optimizer != "adam" or cfg.schedule.lr_policy != "cosine":
             raise SystemExit("the bare loop follows the fast schedule: adam, cosine")

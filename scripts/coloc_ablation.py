@@ -11,10 +11,10 @@ outputs/tables/table5_ablation.{md,csv}. Variants: stn_repro/coloc_ablation.py (
 import argparse
 import sys
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
 from stn_repro.coloc_ablation import COLUMNS, VARIANTS, run_ablation, write_ablation
-from stn_repro.config import CONF_DIR
+from stn_repro.schema import hydra_initialised
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -26,7 +26,7 @@ if __name__ == "__main__":
     # Hydra overrides (KEY=VALUE) may stand anywhere on the line, e.g. schedule=fast.
     overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
     args = parser.parse_args([a for a in sys.argv[1:] if a not in overrides])
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         cfg = compose("config", overrides=[*overrides, "experiment=table5_coloc_t"])
         results = run_ablation(overrides, args.variants, args.columns, args.digits,
                                args.seeds)  # fmt: skip

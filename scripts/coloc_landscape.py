@@ -29,12 +29,12 @@ from __future__ import annotations
 import sys
 
 import torch
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
 from stn_repro.coloc import Encoder, class_images, random_crops, triplet_hinge
-from stn_repro.config import CONF_DIR
 from stn_repro.data.sources import DIGIT
 from stn_repro.experiment import train_encoder
+from stn_repro.schema import hydra_initialised
 from stn_repro.st import Attention, sample
 
 SCALES = (1, 100, 1000)
@@ -56,7 +56,7 @@ def windows(boxes: torch.Tensor, canvas: int) -> dict[str, torch.Tensor]:
 def main(overrides: list[str], digits: list[int]) -> None:
     base = ["experiment=table5_coloc_t", "coloc=as_written", "schedule=fast", "progress=false",
             *overrides]  # fmt: skip
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         cfg = compose("config", overrides=base)
         encoder = Encoder(train_encoder(cfg, base).head)
     gen = torch.Generator().manual_seed(0)

@@ -23,13 +23,11 @@ from stn_repro import gpu_check
 
 def cpu_reference(steps: int) -> Path:
     """Run the slice on this CPU and record its validation curve for the GPU check."""
-    from hydra import initialize_config_dir
-
-    from stn_repro.config import CONF_DIR
     from stn_repro.runs import code_version
+    from stn_repro.schema import hydra_initialised
 
     out = Path("outputs") / "gpu_check_cpu"
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         found = gpu_check.paper_slice(out, torch.device("cpu"), steps, [])
     source = (f"CPU, {torch.get_num_threads()} threads, commit {code_version()['commit']}, "
               f"{time.strftime('%Y-%m-%d')}, {found['images_per_s']:,.0f} images/s")  # fmt: skip

@@ -16,12 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose
 
-from stn_repro.config import CONF_DIR, PACKAGE_ROOT
+from stn_repro.config import PACKAGE_ROOT
 from stn_repro.data import generator_config, generators, load_mnist
 from stn_repro.data.cache import Split, write_split
 from stn_repro.data.generators import generate, seed_for
+from stn_repro.schema import hydra_initialised
 
 DATASETS = ["mnist_r", "mnist_rts", "mnist_p", "mnist_e", "mnist_tc"]
 
@@ -33,7 +34,7 @@ def main(names: list[str]) -> float:
     total = writes = 0.0
     print(f"{'dataset':<12}{'generate s':>12}{'write s':>10}{'cache MB':>10}  shape")
     with (
-        initialize_config_dir(str(CONF_DIR), version_base="1.3"),
+        hydra_initialised(),
         tempfile.TemporaryDirectory() as tmp,
     ):
         for name in names:

@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from stn_repro import speed
 from stn_repro.models import DataSpec, build_model
+from stn_repro.schema import hydra_initialised
 
 MODELS = {
     "cnn": {"name": "cnn"},
@@ -36,14 +37,13 @@ SIDE = 42  # RTS canvas
 
 
 def model_config(name: str):
-    from hydra import compose, initialize_config_dir
+    from hydra import compose
 
-    from stn_repro.config import CONF_DIR
 
     overrides = [f"model={MODELS[name]['name']}", "dataset=mnist_rts"]
     if "transform" in MODELS[name]:
         overrides.append(f"model/transform={MODELS[name]['transform']['name']}")
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         return compose("config", overrides=overrides)
 
 

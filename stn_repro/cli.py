@@ -29,10 +29,10 @@ from .engine import TrainingDiverged, train_run
 from .errors import UserError
 from .experiment import run_experiment, run_lock
 from .schema import (
-    OPTIONAL_GROUPS,
     Config,
     check_bool_overrides,
     describe,
+    null_parts,
     unknown_key_message,
     validate,
 )
@@ -124,20 +124,28 @@ def explain(err: BaseException) -> str | None:
         return hydra_message(err)
     if isinstance(err, OSError):
         return os_error_message(err)
-    if isinstance(err, AssertionError) and "Unexpected type for root" in str(err):
+    if isinstance(err, AssertionError) and str(err).startswith("Unexpected type"):
         return unset_group_message(sys.argv[1:])  # OmegaConf's, for a setting under a null group
     return None
 
 
+HINTS = {"experiment": "add experiment=<name>, e.g. experiment=table1_rts",
+         "coloc": "only the co-localisation experiments have it: experiment=table5_coloc_t or "
+                  "table5_coloc_tc"}  # fmt: skip
+
+
 def unset_group_message(args: list[str]) -> str:
-    """One line for an override under a group the composed config leaves null (``coloc.lr=``
-    without a co-localisation experiment, ``experiment.seeds=`` without an experiment)."""
-    keys = [arg.lstrip("+~").split("=", 1)[0] for arg in args if "=" in arg]
-    key = next((k for k in keys if k.split(".")[0] in OPTIONAL_GROUPS and "." in k), "a setting")
-    hint = ("add experiment=<name>, e.g. experiment=table1_rts" if key.startswith("experiment")
-            else "only the co-localisation experiments have it: experiment=table5_coloc_t or "
-            "table5_coloc_tc")  # fmt: skip
-    return f"{key}: the chosen config has no {key.split('.')[0]} ({hint})"
+    """One line for an override under a part the composed config leaves null (``coloc.lr=``
+    outside Table 5, ``experiment.seeds=`` without an experiment)."""
+    given = dict(a.lstrip("+~").split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    experiment = given.get("experiment")
+    for key in given:
+        for part in null_parts(key):
+            if part != "experiment" or not experiment:  # else: an experiment is chosen
+                owner = f"experiment {experiment}" if experiment else "the chosen config"
+                return f"{key}: {owner} has no {part} ({HINTS.get(part, 'leave it out')})"
+    return ("a setting lies under a part the chosen config leaves out (`stn-repro --cfg job` "
+            "prints every setting of the composed config)")
 
 
 def hydra_message(err: BaseException) -> str:
@@ -232,6 +240,11 @@ def check_arguments(args: list[str]) -> None:
                             f"sweep lists its values in one argument: {key}=a,b)")  # fmt: skip
         seen[key] = arg
         group = config.CONF_DIR / key
+        if group.is_dir() and value in ("null", ""):  # Hydra: a ValueError
+            options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+            raise UserError(f"{key}={value}: leave it out (no experiment is the default)"
+                            if key == "experiment" else
+                            f"{key}={value}: every run needs a {key} (choose from {options})")
         if group.is_dir() and "(" not in value and value not in ("null", ""):
             options = sorted(p.stem for p in group.glob("*.yaml"))
             for option in value.split(","):

@@ -50,7 +50,7 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
                  digits: list[int], seeds: list[int]) -> list[dict]:  # fmt: skip
     """Optimise (or reuse, when finished) each variant x column x digit x seed; return one
     result per run: variant, column, digit, seed, localised_pct, mean_iou. Hydra must be
-    initialised (``hydra.initialize_config_dir``)."""
+    initialised (``schema.hydra_initialised``)."""
     from omegaconf import OmegaConf
 
     from .coloc import colocalise_run

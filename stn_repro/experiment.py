@@ -30,7 +30,7 @@ from .errors import UserError
 from .files import Busy, locked
 from .report.tables import table_lock, write_column, write_tables
 from .runs import checkpoint_iteration, clear_run, finished_run
-from .schema import validate
+from .schema import check_bool_overrides, validate
 from .trained import load_trained
 
 # Command-line keys that choose among an experiment's runs rather than configure them.
@@ -75,6 +75,7 @@ def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     extra = [o for o in extra if key_of(o) not in keys]
     if own:
         run = [*(o for o in run if key_of(o) != "schedule"), *own]
+    check_bool_overrides([*row.overrides, *extra])  # the table's own, as the command line's
     return validate(compose("config", overrides=[*run, *extra]) if own or extra else cfg)
 
 

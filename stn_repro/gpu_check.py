@@ -35,6 +35,7 @@ from . import speed
 from .config import CONF_DIR
 from .files import write_atomic
 from .models import DataSpec, build_model
+from .schema import hydra_initialised
 from .tasks import TASKS
 
 MODES = ("fp32", "tf32", "bf16", "channels_last", "compile")
@@ -208,9 +209,7 @@ def fitting_rate(row: Row, mode: str, device: torch.device, steps: int, batch: i
 
 def share_worker(experiment: str, name: str, device: str, seconds: float, barrier, results):
     """One of N processes training the same model at once: its images/s over ``seconds``."""
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         row = compose_row(experiment, name)
     batch = int(row.cfg.schedule.batch_size)
     stepper = Stepper(row, "fp32", batch, torch.device(device))
@@ -431,8 +430,6 @@ def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
     every row that trains (each table's models first; the projection's figures), tf32, bf16
     and channels-last for each table's models, sharing, the paper slice, compile; then the
     projection."""
-    from hydra import initialize_config_dir
-
     from .runs import code_version
 
     check = Check(out, device)
@@ -449,7 +446,7 @@ def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
     rates: dict[tuple[str, str], dict] = {}
     tic = time.perf_counter()
     check.save()
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+    with hydra_initialised():
         try:
             with deadline(budget_s):
                 for key in [*speed_rows, *(k for k in every if k not in speed_rows)]:

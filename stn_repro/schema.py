@@ -193,10 +193,18 @@ class Config:
 ConfigStore.instance().store(name="schema", node=Config)
 
 
-SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Coloc, Speed)
+def hydra_initialised():
+    """Hydra initialised on conf/ for ``hydra.compose`` (a context manager), with the schemas
+    registered: importing this module did it, so scripts compose through here."""
+    from hydra import initialize_config_dir
+
+    from .config import CONF_DIR
+
+    return initialize_config_dir(str(CONF_DIR), version_base="1.3")
+
+
+SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Encoder, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
-OPTIONAL_GROUPS = ("experiment", "coloc")
-"""Groups a composed config may leave null (no experiment chosen, or one without coloc)."""
 
 
 # ---- checking --------------------------------------------------------------------------------
@@ -220,8 +228,8 @@ def describe(err: OmegaConfBaseException, where: str, schema: type) -> str:
         if schema is Config and (message := unknown_key_message(key)):
             return message
         known = ", ".join(f.name for f in dataclasses.fields(schema))
-        where = key.rpartition(".")[0] or "the config"
-        return f"{key}: no such setting (known in {where}: {known})"
+        parent = key.rpartition(".")[0] or "the config"
+        return f"{key}: no such setting (known in {parent}: {known})"
     if "is not a ListConfig" in text:
         return f"{key}: must be a list, e.g. [1, 2]"
     if "Missing mandatory value" in text:
@@ -365,6 +373,21 @@ def model_setting(key: str) -> dataclasses.Field | str:
     return f"{key}: no such setting (known in model, across its families: {', '.join(known)})"
 
 
+def null_parts(key: str) -> list[str]:
+    """The parts of a dotted ``key`` that a composed config may leave null, outermost first
+    (``experiment`` when none is chosen, ``coloc`` outside Table 5, ``experiment.encoder``)."""
+    schema: Any = Config
+    parts, found_parts = key.split("."), []
+    for i, part in enumerate(parts[:-1]):
+        found = {f.name: f for f in dataclasses.fields(schema)}.get(part)
+        schema = found and next((c for c in SCHEMAS if found.type.startswith(c.__name__)), None)
+        if schema is None:
+            break
+        if found.default is None:
+            found_parts.append(".".join(parts[: i + 1]))
+    return found_parts
+
+
 def unknown_key_message(key: str) -> str | None:
     """A sentence for a dotted ``key`` the schema does not have (None when it has it, or when
     the key lies in a part checked later, such as ``dataset.params``)."""
@@ -373,19 +396,21 @@ def unknown_key_message(key: str) -> str | None:
 
 
 def check_bool_overrides(overrides: list[str]) -> None:
-    """Refuse anything but true or false for a boolean setting on the command line: Hydra,
-    like OmegaConf, would read ``overwrite=2`` as true."""
+    """Refuse anything but true or false for a boolean setting (each value of a sweep's
+    ``a,b``): Hydra, like OmegaConf, would read ``overwrite=2`` as true."""
     for override in overrides:
         key, _, value = override.lstrip("+~").partition("=")
         found = setting(key)
-        if (not isinstance(found, str) and found.type.startswith("bool") and "," not in value
-                and value.lower() not in ("true", "false", "null", "")):
-            raise UserError(f"{key}={value}: not a valid bool (true or false)")
+        if isinstance(found, str) or not found.type.startswith("bool") or "(" in value:
+            continue  # not a bool, or a sweep function such as choice(...)
+        for one in value.split(","):
+            if one.lower() not in ("true", "false", "null", ""):
+                raise UserError(f"{key}={one}: not a valid bool (true or false)")
 
 
 def check_model_params(model: DictConfig) -> DictConfig:
-    """``model`` typed and range-checked by its family's parameters, less none of the settings
-    its file sets."""
+    """``model`` typed and range-checked by its family's parameters; refused if it holds a
+    setting its model's file does not set."""
     if model.get("name") not in MODELS:
         raise UserError(f"model.name={model.get('name')}: no such model (choose model= one of "
                         f"{', '.join(sorted(MODELS))})")  # fmt: skip

@@ -101,3 +101,13 @@ def test_reading_finished_runs_never_imports_the_training_loop():
     assert len(report) >= 7, report
     for module in report:
         assert not TRAINING & reach(module, set()), module
+
+
+def test_whatever_composes_a_config_has_the_schemas_registered():
+    """Hydra composes with the schemas in its ConfigStore only once ``stn_repro.schema`` is
+    imported: the package and its scripts initialise Hydra through ``schema.hydra_initialised``
+    (the CLI through ``hydra.main`` in cli.py, which imports the schema)."""
+    root = PACKAGE.parent
+    direct = [str(p.relative_to(root)) for p in [*PACKAGE.rglob("*.py"), *root.glob("scripts/*.py")]
+              if "initialize_config_dir(" in p.read_text() and p.name != "schema.py"]
+    assert not direct, direct

@@ -34,6 +34,7 @@ PARTS = ("train", "test", "extra")
 FIELDS = ("label", "left", "top", "width", "height")
 MAX_DIGITS = 5
 NO_DIGIT = 10
+"""Sequence labels: positions past the number's length hold class 10 ("no digit")."""
 
 
 @dataclass
@@ -58,8 +59,7 @@ class SvhnCrop:
         return None
 
 
-register_generator("svhn_crop", Generator(SvhnCrop, "svhn", 11))  # ten digits and "no digit"
-"""Sequence labels: positions past the number's length hold class 10 ("no digit")."""
+register_generator("svhn_crop", Generator(SvhnCrop, "svhn", NO_DIGIT + 1))  # ten digits, "none"
 
 
 @dataclass

@@ -223,7 +223,7 @@ def write_pose_table(rows: list[dict], output_dir, schedule: str):
         "spread over the test set of the distortion composed with the transformer's transform "
         "(residual), beside the distortion's own (input). Rotation: circular sd in degrees; "
         "log-scale: sd; translation and corners: RMS spread in pixels of the 28px digit. Thin "
-        "plate splines: their affine part. `stn_repro/pose.py` defines each measure.", "",
+        "plate splines: their affine part. `stn_repro/report/pose.py` defines each measure.", "",
         "| Column | Row | Seed | Test images | Transformer | Channel | Measure | Input | Residual "
         "| Removed |",
         "|---|---|---|---:|---|---|---|---:|---:|---:|",
