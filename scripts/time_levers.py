@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from stn_repro import speed
 from stn_repro.models import DataSpec, build_model
-from stn_repro.schema import hydra_initialised
+from stn_repro.schema import hydra_initialised, validate
 
 MODELS = {
     "cnn": {"name": "cnn"},
@@ -39,12 +39,11 @@ SIDE = 42  # RTS canvas
 def model_config(name: str):
     from hydra import compose
 
-
     overrides = [f"model={MODELS[name]['name']}", "dataset=mnist_rts"]
     if "transform" in MODELS[name]:
         overrides.append(f"model/transform={MODELS[name]['transform']['name']}")
     with hydra_initialised():
-        return compose("config", overrides=overrides)
+        return validate(compose("config", overrides=overrides))  # fills dataset.st_pool
 
 
 class Setup:

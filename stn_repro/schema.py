@@ -91,7 +91,7 @@ class Dataset:
     # generated MNIST sets: the last N of the 60,000 training digits held out as ``val`` (drawn
     # once), never trained on; the periodic evaluation then watches them, not the test digits
     validation: int = checked(between(0, 30000), 0)
-    st_pool: int = checked(at_least(1), 1)
+    st_pool: int | None = checked(at_least(1), None)  # None: the generator's (registry)
     num_classes: int = 10  # checked against the generator's classes
     render: str | None = checked(lambda v: None if v in (None, "volume") else
                                  "must be volume or null", None)  # fmt: skip
@@ -290,6 +290,8 @@ def check_dataset(data: DictConfig) -> DictConfig:
             f"dataset.task={data.task} with dataset.positions={data.positions}: a sequence task "
             "has several positions, a classify task one"
         )
+    if data.st_pool is None:
+        data.st_pool = generator.st_pool
     classes = generator.classes
     if data.num_classes != classes:
         raise UserError(

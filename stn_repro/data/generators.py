@@ -304,7 +304,7 @@ SIMILARITY = ("rotation_deg", "log_scale", "translation_px")
 for _name, _generator in {
     "rotate": Generator(Rotate, make=rotate, param_names=("angle",),
                         measures=("rotation_deg",), distortion=rotate_distortion),
-    "rts": Generator(RTS, make=rotate_translate_scale,
+    "rts": Generator(RTS, st_pool=2, make=rotate_translate_scale,
                      param_names=("angle", "scale", "offset_x", "offset_y"),
                      measures=SIMILARITY, distortion=rts_distortion),
     "projective": Generator(ProjectiveParams, make=projective,
@@ -312,15 +312,15 @@ for _name, _generator in {
                             measures=("corners_px",), distortion=projective_distortion),
     "elastic": Generator(Elastic, make=elastic,
                          param_names=("scale", "point_moves (K x (x, y) px)")),
-    "clutter": Generator(Clutter, make=translate_clutter, uses_pool=True,
+    "clutter": Generator(Clutter, st_pool=2, make=translate_clutter, uses_pool=True,
                          param_names=("offset_x", "offset_y",
                                       "patch_corners (M x (top, left) px)")),
     # the digits follow RTS; labels: their sum, 0-18
-    "addition": Generator(RTS, classes=19, make=addition, uses_pool=True,
+    "addition": Generator(RTS, classes=19, st_pool=2, make=addition, uses_pool=True,
                           param_names=("rts params of channel 0 (4)",
                                        "rts params of channel 1 (4)", "partner index"),
                           measures=SIMILARITY, distortion=addition_distortion),
-    "extrude3d": Generator(Extrude3D, make=extrude_3d,
+    "extrude3d": Generator(Extrude3D, st_pool=2, make=extrude_3d,  # the 60x60 projection
                            param_names=("placement theta (12)", "angles (3, degrees)",
                                         "shift (3, voxels)")),
 }.items():  # fmt: skip

@@ -3,10 +3,11 @@ one record registered beside its code (``generators``, ``svhn``, ``gtsrb``, ``cu
 
 A generator's ``params`` dataclass types ``dataset.params`` (checked after composition, with
 ``stn_repro.checks``); ``source`` names what it reads (``paths.<source>_dir``); ``classes`` the
-classes its labels take. MNIST generators also give their function (``make``), the columns of
-the parameter array they keep per image, and, where the pose recovery applies, its measures and
-the distortion ``D`` (canvas -> upright digit, ``(N, 3, 3)`` per input channel) rebuilt from
-those parameters (``stn_repro.report.pose``).
+classes its labels take; ``st_pool`` the pooling after a transformer its images call for.
+MNIST generators also give their function (``make``), the columns of the parameter array they
+keep per image, and, where the pose recovery applies, its measures and the distortion ``D``
+(canvas -> upright digit, ``(N, 3, 3)`` per input channel) rebuilt from those parameters
+(``stn_repro.report.pose``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ class Generator:
     params: type  # its dataset.params dataclass
     source: str = "mnist"  # what it reads: paths.<source>_dir
     classes: int = 10  # the classes its labels take
+    # average pooling after a spatial transformer, before the classifier (``dataset.st_pool``
+    # unless set); A.4: "for TC and RTS datasets ... downsample ... by a factor of 2"
+    st_pool: int = 1
     # MNIST generators: (digits, labels, rng, **params) -> images, labels, parameters (N, P)
     make: Callable | None = None
     uses_pool: bool = False  # also draws other digits from the whole split (``pool``)
