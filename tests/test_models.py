@@ -143,3 +143,12 @@ def test_st_models_start_at_identity(compose_cfg):
     x = torch.rand(2, 1, 42, 42)
     out, _ = model.st(x)
     torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
+
+
+def test_the_pooling_after_a_transformer_is_the_generators_unless_set(compose_cfg):
+    """A.4: "Spatial transformer networks for TC and RTS datasets have average pooling after
+    the spatial transformer to downsample the output of the transformer by a factor of 2"."""
+    pooled = {name: compose_cfg(f"dataset={name}").dataset.st_pool
+              for name in ("mnist_r", "mnist_rts", "mnist_p", "mnist_e", "mnist_tc")}
+    assert pooled == {"mnist_r": 1, "mnist_rts": 2, "mnist_p": 1, "mnist_e": 1, "mnist_tc": 2}
+    assert compose_cfg("dataset=mnist_rts", "dataset.st_pool=1").dataset.st_pool == 1
