@@ -60,6 +60,9 @@ def main(names: list[str]) -> float:
 
 if __name__ == "__main__":
     names = [a for a in sys.argv[1:] if a != "--whole"] or DATASETS
+    if unknown := [n for n in names if n not in DATASETS]:
+        sys.exit(f"time_generation.py: {unknown[0]}: not a generated MNIST set; usage: "
+                 f"python scripts/time_generation.py [{' '.join(DATASETS)}] [--whole]")
     chunked = main(names)
     if "--whole" in sys.argv:
         generators.warp = functools.partial(generators.warp, chunk=10**9)
