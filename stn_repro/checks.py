@@ -53,3 +53,11 @@ def interval(low: float | None = None, above_low: bool = False) -> Check:
         return None
 
     return check
+
+
+def crop_problem(random_crop: int | None, size: int) -> str | None:
+    """The rule of stored images cropped at random for training (``dataset.params``)."""
+    if (random_crop or 0) > size:
+        return (f"dataset.params.random_crop={random_crop}: must not exceed "
+                f"dataset.params.size={size}")  # fmt: skip
+    return None

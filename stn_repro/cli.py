@@ -240,13 +240,14 @@ def check_arguments(args: list[str]) -> None:
                             f"sweep lists its values in one argument: {key}=a,b)")  # fmt: skip
         seen[key] = arg
         group = config.CONF_DIR / key
-        if group.is_dir() and value in ("null", ""):  # Hydra: a ValueError
-            options = ", ".join(sorted(p.stem for p in group.glob("*.yaml")))
+        if not group.is_dir():
+            continue
+        options = sorted(p.stem for p in group.glob("*.yaml"))
+        if value in ("null", ""):  # Hydra: a ValueError
             raise UserError(f"{key}={value}: leave it out (no experiment is the default)"
-                            if key == "experiment" else
-                            f"{key}={value}: every run needs a {key} (choose from {options})")
-        if group.is_dir() and "(" not in value and value not in ("null", ""):
-            options = sorted(p.stem for p in group.glob("*.yaml"))
+                            if key == "experiment" else f"{key}={value}: every run needs a "
+                            f"{key} (choose from {', '.join(options)})")  # fmt: skip
+        if "(" not in value:
             for option in value.split(","):
                 if option and option not in options:
                     raise UserError(f"{key}={option}: no such {key} (choose from "

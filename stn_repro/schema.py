@@ -207,6 +207,11 @@ SCHEMAS = (Paths, Log, Schedule, Dataset, Experiment, Encoder, Coloc, Speed)
 """The nested groups ``unknown_key_message`` walks into."""
 
 
+def nested(found: dataclasses.Field | None) -> type | None:
+    """The group dataclass a field holds (``Config.schedule``: ``Schedule``), else None."""
+    return found and next((c for c in SCHEMAS if found.type.startswith(c.__name__)), None)
+
+
 # ---- checking --------------------------------------------------------------------------------
 
 
@@ -358,7 +363,7 @@ def setting(key: str) -> dataclasses.Field | str:
         if kind == "Any":  # e.g. dataset.params.x: none known here
             return (f"{key}: no such setting (`stn-repro --cfg job` prints every setting of "
                     "the composed config)")  # fmt: skip
-        schema = next((c for c in SCHEMAS if kind.startswith(c.__name__)), None)
+        schema = nested(fields[part])
         if schema is None:
             return ""
     return ""
@@ -382,7 +387,7 @@ def null_parts(key: str) -> list[str]:
     parts, found_parts = key.split("."), []
     for i, part in enumerate(parts[:-1]):
         found = {f.name: f for f in dataclasses.fields(schema)}.get(part)
-        schema = found and next((c for c in SCHEMAS if found.type.startswith(c.__name__)), None)
+        schema = nested(found)
         if schema is None:
             break
         if found.default is None:

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..checks import at_least, between, checked
+from ..checks import at_least, between, checked, crop_problem
 from ..errors import UserError
 from ..files import locked
 from .registry import Generator, register_generator
@@ -45,10 +45,7 @@ class CubImages:
 
     def problem(self) -> str | None:
         """What is wrong across the fields (None: nothing)."""
-        if (self.random_crop or 0) > self.size:
-            return (f"dataset.params.random_crop={self.random_crop}: must not exceed "
-                    f"dataset.params.size={self.size}")  # fmt: skip
-        return None
+        return crop_problem(self.random_crop, self.size)
 
 
 register_generator("cub_images", Generator(CubImages, "cub", NUM_CLASSES))  # bird species

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ..checks import at_least, checked
+from ..checks import at_least, checked, crop_problem
 from ..errors import UserError, warn
 from ..files import locked, write_atomic
 from .registry import Generator, register_generator
@@ -53,10 +53,7 @@ class SvhnCrop:
 
     def problem(self) -> str | None:
         """What is wrong across the fields (None: nothing)."""
-        if (self.random_crop or 0) > self.size:
-            return (f"dataset.params.random_crop={self.random_crop}: must not exceed "
-                    f"dataset.params.size={self.size}")  # fmt: skip
-        return None
+        return crop_problem(self.random_crop, self.size)
 
 
 register_generator("svhn_crop", Generator(SvhnCrop, "svhn", NO_DIGIT + 1))  # ten digits, "none"
