@@ -25,6 +25,7 @@ from stn_repro.st import Affine, Projective, ThinPlateSpline, sample
 
 RTS = {"rotation": (-45.0, 45.0), "scale": (0.7, 1.2), "canvas": 42}
 PROJECTIVE = {"scale": (0.75, 1.0), "corner_sd": 5.0}
+PROJECTIVE_FRAME = {**PROJECTIVE, "moved": "frame"}
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +52,11 @@ def test_rotation_spread_of_uniform_45_degrees_is_its_circular_sd():
 ROTATE = {"rotation": (-45.0, 45.0)}
 
 
-@pytest.mark.parametrize("generator, kwargs",
-                         [("rotate", ROTATE), ("rts", RTS), ("projective", PROJECTIVE)])
+@pytest.mark.parametrize("generator, kwargs", [("rotate", ROTATE), ("rts", RTS),
+                                               ("projective", PROJECTIVE),
+                                               ("projective", PROJECTIVE_FRAME)])
 def test_an_exact_inverse_leaves_no_spread_whatever_the_canonical_pose(digits, generator, kwargs):
-    d = distortions(generator, params_of(generator, kwargs, digits), kwargs.get("canvas"))[0]
+    d = distortions(generator, params_of(generator, kwargs, digits), kwargs)[0]
     pose = torch.tensor([[0.8, -0.3, 0.1], [0.3, 0.8, -0.2], [0.0, 0.0, 1.0]], dtype=torch.float64)
     found = pose_recovery(generator, d, torch.linalg.inv(d) @ pose)  # R = pose for every image
     for measure, values in found.items():
@@ -65,12 +67,13 @@ def test_an_exact_inverse_leaves_no_spread_whatever_the_canonical_pose(digits, g
     assert {"rotation_deg", "log_scale", "translation_px", "corners_px"} == set(every)
 
 
-@pytest.mark.parametrize("generator, kwargs", [("rts", RTS), ("projective", PROJECTIVE)])
+@pytest.mark.parametrize("generator, kwargs", [("rts", RTS), ("projective", PROJECTIVE),
+                                               ("projective", PROJECTIVE_FRAME)])
 def test_the_distortions_undo_the_generators_images(digits, generator, kwargs):
     """Sampling an image at D^-1 (output -> canvas) gives back the upright digit: D really maps
     canvas coordinates onto the digit's, as the generator drew it."""
     images, _, params = generate(generator, *digits, seed=5, params=kwargs)
-    d = distortions(generator, params, kwargs.get("canvas"))[0]
+    d = distortions(generator, params, kwargs)[0]
     t = torch.linalg.inv(d)
     theta = (t / t[:, 2:, 2:]).flatten(1)[:, :8]
     grid = Projective().grid(theta, (28, 28))
@@ -87,7 +90,7 @@ def test_the_addition_channels_get_their_own_digits_distortions(digits):
     images, _, params = generate("addition", *digits, seed=5, params=RTS)
     partner = params[:, 8].long()
     for channel, upright in enumerate([digits[0], digits[0][partner]]):
-        t = torch.linalg.inv(distortions("addition", params, RTS["canvas"])[channel])
+        t = torch.linalg.inv(distortions("addition", params, RTS)[channel])
         grid = Affine().grid(t[:, :2].flatten(1), (28, 28))
         restored = sample(images[:, channel : channel + 1].double(), grid)[:, 0]
         assert (restored - upright.double()).abs().mean() < 12

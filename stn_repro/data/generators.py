@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..checks import at_least, between, checked, interval
+from ..checks import at_least, between, checked, interval, one_of
 from ..st import Affine, Projective, ThinPlateSpline, sample
 from .draws import uniform
 from .registry import GENERATORS, Generator, register_generator
@@ -105,21 +105,36 @@ def homographies(src: Tensor, dst: Tensor) -> Tensor:
 CORNERS = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]], dtype=torch.float64)
 
 
+def projective_maps(s: Tensor, moves: Tensor, moved: str) -> Tensor:
+    """The homographies ``(N, 8)`` (output -> digit coordinates, the ``Projective`` convention)
+    of P's draws: scales ``s`` ``(N,)`` and corner moves ``(N, 4, 2)`` in pixels.
+
+    ``moved="digit"``: the digit's corners land on the scaled, moved corners (output corner
+    ``s * C_k + m_k`` samples the digit's corner ``C_k``). ``moved="frame"``: the output's
+    corners sample the digit at the moved corners, and the digit is scaled by ``s`` (output
+    corner ``C_k`` samples ``(C_k + m_k) / s``), the way a spatial transformer's sampling grid
+    is warped."""
+    corners = CORNERS.expand(len(s), 4, 2)
+    if moved == "digit":
+        return homographies(s[:, None, None] * CORNERS + 2 * moves / DIGIT, corners)
+    return homographies(corners, (CORNERS + 2 * moves / DIGIT) / s[:, None, None])
+
+
 def projective(
     digits: Tensor,
     labels: Tensor,
     rng: torch.Generator,
     scale: tuple[float, float],
     corner_sd: float,
+    moved: str = "digit",
 ) -> tuple:
-    """P: scaled by ``U(scale)`` about the centre, then each of the 4 corners moved by
-    ``N(0, corner_sd)`` pixels; the projective warp taking the moved corners to the digit's
-    corners is applied, 28x28."""
+    """P: scaled by ``U(scale)`` about the centre and each of 4 corners moved by
+    ``N(0, corner_sd)`` pixels, the digit's own corners or the sampling frame's
+    (``moved``, ``projective_maps``); 28x28."""
     n = len(digits)
     s = uniform(rng, n, *scale)
     moves = corner_sd * torch.randn(n, 4, 2, generator=rng, dtype=torch.float64)  # pixels
-    corners_out = s[:, None, None] * CORNERS + 2 * moves / DIGIT
-    theta = homographies(corners_out, CORNERS.expand(n, 4, 2))
+    theta = projective_maps(s, moves, moved)
     images = warp(digits, Projective(), theta, (DIGIT, DIGIT))
     return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
 
@@ -240,6 +255,9 @@ class RTS:
 class ProjectiveParams:
     scale: list[float] = checked(interval(0, above_low=True))
     corner_sd: float = checked(at_least(0))
+    # whose corners move: the digit's ("digit", the first reading of A.4) or the sampling
+    # frame's ("frame"); docs/table1.md, "Column P", measures both
+    moved: str = checked(one_of("digit", "frame"), default="digit")
 
 
 @dataclass
@@ -278,26 +296,28 @@ def to_homogeneous(affine: Tensor) -> Tensor:
     return torch.cat([affine, last], dim=1)
 
 
-def rts_distortion(params: Tensor, canvas: int) -> list[Tensor]:
+def rts_distortion(params: Tensor, options: dict) -> list[Tensor]:
     n = len(params)
+    canvas = options["canvas"]
     return [to_homogeneous(similarity(params[:, 0], params[:, 1], params[:, 2:4], canvas)
                            .view(n, 2, 3))]  # fmt: skip
 
 
-def rotate_distortion(params: Tensor, canvas: int | None = None) -> list[Tensor]:
+def rotate_distortion(params: Tensor, options: dict) -> list[Tensor]:
     n = len(params)
     one, zero = torch.ones(n, dtype=torch.float64), torch.zeros(n, 2, dtype=torch.float64)
     return [to_homogeneous(similarity(params[:, 0], one, zero, DIGIT).view(n, 2, 3))]
 
 
-def addition_distortion(params: Tensor, canvas: int) -> list[Tensor]:
-    return [*rts_distortion(params[:, 0:4], canvas), *rts_distortion(params[:, 4:8], canvas)]
+def addition_distortion(params: Tensor, options: dict) -> list[Tensor]:
+    return [*rts_distortion(params[:, 0:4], options), *rts_distortion(params[:, 4:8], options)]
 
 
-def projective_distortion(params: Tensor, canvas: int | None = None) -> list[Tensor]:
+def projective_distortion(params: Tensor, options: dict) -> list[Tensor]:
     n = len(params)
-    corners = params[:, :1, None] * CORNERS + 2 * params[:, 1:9].view(n, 4, 2) / DIGIT
-    return [Projective().matrix(homographies(corners, CORNERS.expand(n, 4, 2)))]
+    moves = params[:, 1:9].view(n, 4, 2)
+    theta = projective_maps(params[:, 0], moves, options.get("moved", "digit"))
+    return [Projective().matrix(theta)]
 
 
 SIMILARITY = ("rotation_deg", "log_scale", "translation_px")

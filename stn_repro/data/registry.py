@@ -29,7 +29,7 @@ class Generator:
     uses_pool: bool = False  # also draws other digits from the whole split (``pool``)
     param_names: tuple[str, ...] = ()  # the columns of the parameter array it keeps
     measures: tuple[str, ...] = ()  # the pose measures reported for it (none: no pose table)
-    # (parameters (N, P) float64, canvas) -> [D (N, 3, 3) per input channel]
+    # (parameters (N, P) float64, the dataset.params dict) -> [D (N, 3, 3) per input channel]
     distortion: Callable | None = None
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor
 
 from ..config import runs_dir
@@ -65,13 +66,14 @@ def measured(generator: str) -> bool:
     return found is not None and bool(found.measures)
 
 
-def distortions(generator: str, params: Tensor, canvas: int | None = None) -> list[Tensor]:
+def distortions(generator: str, params: Tensor, options: dict | None = None) -> list[Tensor]:
     """Each test image's ``D`` (canvas -> digit), one ``(N, 3, 3)`` per input channel, from the
-    parameters the generator kept (its registered ``distortion``)."""
+    parameters the generator kept (its registered ``distortion``) and the ``dataset.params``
+    that drew them (``options``)."""
     if not measured(generator):
         measurable = [name for name in GENERATORS if measured(name)]
         raise ValueError(f"no pose measure for the {generator!r} generator; use {measurable}")
-    return GENERATORS[generator].distortion(params.double(), canvas)
+    return GENERATORS[generator].distortion(params.double(), options or {})
 
 
 def apply(h: Tensor, points: Tensor) -> Tensor:
@@ -160,7 +162,7 @@ def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 5
         thetas.append(theta.reshape(len(x), st.num_transformers, -1).cpu())
     theta = torch.cat(thetas)  # (N, transformers, P)
     params = test.params[:count].cpu()  # (the feed may hold the split on a GPU)
-    ds = distortions(dataset.generator, params, dataset.params.get("canvas"))
+    ds = distortions(dataset.generator, params, OmegaConf.to_container(dataset.params))
     rows = []
     for k in range(theta.shape[1]):
         t = transform_matrices(st.transform, theta[:, k])
