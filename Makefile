@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 	analyse report tensorboard clean
 
 # Schedule for the table targets: `make table1 SCHEDULE=paper` on a GPU. Unset, each table
-# trains with its own default (Table 1: the `cpu` recipe; the others: `fast`).
+# trains with its own default (Tables 1 and 4: the `cpu` recipe; the others: `fast`).
 SCHEDULE ?=
 SCHEDULE_ARG = $(if $(SCHEDULE),schedule=$(SCHEDULE))
 TABLE1 := table1_r table1_rts table1_p table1_e table1_tc

@@ -277,13 +277,11 @@ def check_dataset(data: DictConfig) -> DictConfig:
         raise UserError(
             f"dataset.source={data.source}: the {data.generator} generator reads {source}"
         )
-    if data.validation and (data.source != "mnist" or data.generator == "addition"):
+    if data.validation and data.source != "mnist":
         raise UserError(
-            f"dataset.validation={data.validation}: holds out generated MNIST digits one per "
-            "sample; "
-            + ("an addition pair draws two digits" if data.source == "mnist" else
-               "the other sources hold out with their own dataset.params")
-        )  # fmt: skip
+            f"dataset.validation={data.validation}: holds out generated MNIST digits; the "
+            "other sources hold out with their own dataset.params"
+        )
     params = typed(data.params or {}, schema, "dataset.params")
     values = OmegaConf.to_object(params)
     check_fields(values, "dataset.params")

@@ -297,9 +297,28 @@ def test_a_run_records_its_validation_error_against_time_and_images(compose_cfg)
     assert [p["images"] for p in curve] == [32, 64, 96]
     assert curve[-1]["error"] == metrics["val_error"]
     assert all(a["seconds"] <= b["seconds"] for a, b in zip(curve, curve[1:], strict=False))
-    assert compose_cfg("dataset=mnist_addition", "model=fcn").dataset.validation == 0
-    with pytest.raises(UserError, match="an addition pair draws two digits"):
-        compose_cfg("dataset=mnist_addition", "model=fcn", "dataset.validation=10")
+
+
+def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg):
+    """Table 4's validation pairs: both digits of a held-out pair are held-out digits, both of
+    a training pair (any epoch) training digits; the test pairs come from the test digits."""
+    from stn_repro.data.sources import load_mnist
+
+    _, labels = load_mnist(PACKAGE_ROOT / "datasets", "train")
+    held = 300
+    cfg = compose_cfg("dataset=mnist_addition", "model=fcn", f"dataset.validation={held}",
+                      "schedule.train_limit=null", "schedule.test_limit=null")  # fmt: skip
+    feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
+    val = feed.splits["val"]
+    assert len(val) == held and len(feed.train) == 60_000 - held
+    partner = val.params[:, 8].long()
+    assert partner.max() < held and len(partner.unique()) > held / 2  # among the held-out
+    assert torch.equal(val.labels, labels[-held:] + labels[-held:][partner])
+    for split in (feed.train, feed.train_split(2)):
+        partner = split.params[:, 8].long()
+        assert partner.max() < 60_000 - held
+        assert torch.equal(split.labels, labels[:-held] + labels[partner])
+    assert len(feed.splits["test"]) == 10_000
 
 
 def test_an_experiment_says_where_it_is_and_keeps_what_the_terminal_showed(tmp_path):

@@ -157,7 +157,25 @@ def test_table1s_default_is_the_cpu_recipe_with_each_rows_budget(compose_cfg, co
         assert fast.schedule.iterations == 1500 and not fast.dataset.fresh_each_epoch
 
 
-def test_the_cpu_recipe_trains_on_a_smoke_budget(smoke):
+def test_table4s_default_is_the_cpu_recipe_with_held_out_pairs(compose_cfg):
+    """`stn-repro experiment=table4_addition` trains with Table 1's CPU recipe: pairs drawn anew
+    each epoch, 5,000 held-out digits paired among themselves, each row its own budget."""
+    exp = OmegaConf.load(CONF_DIR / "experiment" / "table4_addition.yaml").experiment
+    for row in (exp.rows[1], exp.rows[5]):  # CNN, 2xST-FCN Aff
+        cfg = compose_run(["experiment=table4_addition"], row, 1)
+        [budget] = [o for o in row.per_schedule.cpu if o.startswith("schedule.iterations=")]
+        assert cfg.schedule.name == "cpu" and cfg.schedule.optimizer == "adam"
+        assert cfg.schedule.iterations == int(budget.split("=")[1])
+        assert cfg.dataset.fresh_each_epoch and cfg.dataset.validation == 5000
+        fast = compose_run(["experiment=table4_addition", "schedule=fast"], row, 1)
+        assert fast.schedule.iterations == 12000 and fast.dataset.validation == 0
+
+
+@pytest.mark.parametrize(("experiment", "row_name", "data"), [
+    ("table1_rts", "ST-FCN Aff", "fresh distortions each epoch"),
+    ("table4_addition", "2xST-FCN Aff", "addition"),
+])  # fmt: skip
+def test_the_cpu_recipe_trains_on_a_smoke_budget(smoke, experiment, row_name, data):
     """The recipe end to end, a few iterations: validation digits watched, precision recorded
     as computed (bf16 where this CPU computes it natively, else fp32)."""
     import torch
@@ -167,17 +185,17 @@ def test_the_cpu_recipe_trains_on_a_smoke_budget(smoke):
     from stn_repro.config import run_dir
     from stn_repro.engine import train_run
 
-    given = [*(o for o in smoke if not o.startswith("schedule=")), "experiment=table1_rts",
+    given = [*(o for o in smoke if not o.startswith("schedule=")), f"experiment={experiment}",
              "schedule.iterations=4", "schedule.batch_size=16", "schedule.train_limit=256",
              "schedule.test_limit=64", "schedule.log.eval_every=2"]  # fmt: skip
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        exp = OmegaConf.load(CONF_DIR / "experiment" / "table1_rts.yaml").experiment
-        row = [r for r in exp.rows if r.name == "ST-FCN Aff"][0]
+        exp = OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml").experiment
+        row = [r for r in exp.rows if r.name == row_name][0]
         cfg = compose_run(given, row, 1)
-        metrics = train_run(cfg, run_dir(cfg, "table1_rts", row.name))
+        metrics = train_run(cfg, run_dir(cfg, experiment, row.name))
     assert metrics["schedule"] == "cpu" and metrics["iterations"] == 4
     assert metrics["curve_split"] == "val" and metrics["val_images"] == 64
     assert [p["iteration"] for p in metrics["curve"]] == [2, 4]
     native = speed.bf16_native(torch.device("cpu"))
     assert metrics["precision"] == ("bf16" if native else "fp32")
-    assert "fresh distortions each epoch" in metrics["data"]
+    assert "fresh distortions each epoch" in metrics["data"] and data in metrics["data"]

@@ -11,6 +11,7 @@ import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
@@ -18,6 +19,7 @@ from ..errors import UserError, warn
 from ..files import CorruptFile, locked
 from .cache import Split, cache_path, config_key, read_split, write_split
 from .generators import generate, mnist_generators, seed_for
+from .registry import GENERATORS
 from .sources import MNIST_MD5, load_mnist
 from .volumes import render_volumes
 
@@ -74,6 +76,7 @@ def load_split(
         )
     params = generator_config(cfg)
     seed = seed_for(int(cfg.seed), split, epoch)
+    held = separate_pool(cfg, split)
     key = config_key(
         {
             "source": MNIST_MD5,
@@ -81,6 +84,7 @@ def load_split(
             "params": params,
             "seed": seed,
             "limit": limit,
+            **({"held_out_pool": held} if held else {}),
         }
     )
     if epoch is not None:  # fresh draws are not cached
@@ -97,13 +101,30 @@ def load_split(
     return data
 
 
+def separate_pool(cfg: DictConfig, split: str) -> int:
+    """The held-out training digits (``dataset.validation``) that must draw their partners or
+    clutter from among themselves, as the training digits from theirs: for the generators that
+    draw other digits from the split (``uses_pool``: TC's clutter, addition's partners), so no
+    validation digit appears in a training image; 0 otherwise."""
+    if split != "train" or not GENERATORS[cfg.generator].uses_pool:
+        return 0
+    return int(cfg.get("validation") or 0)
+
+
 def make_split(cfg: DictConfig, split: str, data_dir, seed: int, params: dict, limit) -> Split:
     digits, labels = load_mnist(data_dir, split)
-    digits, labels = digits[:limit], labels[:limit]
+    end = len(digits) if limit is None else limit
+    held = separate_pool(cfg, split)
+    cut = len(digits) - held
+    parts = [(slice(0, min(cut, end)), seed)]  # (the digits, the draws' seed)
+    if held and end > cut:  # the held-out digits, their pool apart
+        parts.append((slice(cut, end), seed_for(seed, "held out")))
     try:
-        return Split(*generate(cfg.generator, digits, labels, seed, params))
+        made = [generate(cfg.generator, digits[part], labels[part], part_seed, params)
+                for part, part_seed in parts]  # fmt: skip
     except (TypeError, ValueError) as err:
         raise UserError(f"dataset {cfg.name}: bad generator parameters ({err})") from None
+    return Split(*(torch.cat(tensors) for tensors in zip(*made, strict=True)))
 
 
 for _module in pkgutil.iter_modules(__path__):  # every module: the image sources (cub, gtsrb,
