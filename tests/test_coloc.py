@@ -332,3 +332,67 @@ def test_a_stopped_colocalisation_resumes_from_its_checkpoint_to_the_same_result
     kept = [torch.load(tmp_path / d / "boxes.pt") for d in ("whole", "stopped")]
     assert kept[0]["steps"].tolist() == kept[1]["steps"].tolist() == [0, 3, 6, 7]
     torch.testing.assert_close(kept[1]["boxes"], kept[0]["boxes"], rtol=0, atol=0)
+
+
+def test_the_loss_as_written_is_a2s_formula_on_a_hand_made_batch(monkeypatch):
+    """A.2: sum over n and m != n of max(0, ||e(I_n^T) - e(I_m^T)||^2 - ||e(I_n^T) -
+    e(I_n^rand)||^2 + alpha), with hand-made embeddings of each image's window and random crop."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from stn_repro import coloc
+
+    n, alpha = 5, 1.5
+    g = torch.Generator().manual_seed(1)
+    window = torch.randn(n, 3, generator=g)  # e(I_n^T)
+    rand = torch.randn(n, 3, generator=g)  # e(I_n^rand)
+    images = torch.arange(n).float().view(n, 1, 1, 1).expand(n, 1, 4, 4)  # image n holds n
+
+    def which(x):
+        return x[:, 0, 0, 0].long()
+
+    monkeypatch.setattr(coloc, "window_crops",
+                        lambda st, x, blurred: (window[which(x)], torch.zeros(len(x), 3)))
+    monkeypatch.setattr(coloc, "random_crops", lambda x, scale, generator: rand[which(x)])
+    terms = torch.tensor([[max(0.0, (window[i] - window[j]).pow(2).sum()
+                               - (window[i] - rand[i]).pow(2).sum() + alpha) for j in range(n)]
+                          for i in range(n)])  # fmt: skip
+    st = SimpleNamespace(transform=Attention())
+    # Every pair m != n of the images (pairing=all): the formula's mean term.
+    co = coloc_options(pairing="all", batch=n, margin=alpha)
+    loss, _ = coloc.coloc_loss(co, st, Flat(), images, None, torch.Generator().manual_seed(0))
+    assert loss.item() == pytest.approx(terms[~torch.eye(n, dtype=torch.bool)].mean().item())
+    # As written: `batch` random pairs (n, m != n), each one term of the same sum.
+    co = coloc_options(batch=7, margin=alpha)
+    drawn = torch.Generator().manual_seed(3)
+    a = torch.randint(0, n, (7,), generator=drawn)
+    b = (a + torch.randint(1, n, (7,), generator=drawn)) % n
+    loss, _ = coloc.coloc_loss(co, st, Flat(), images, None, torch.Generator().manual_seed(3))
+    assert (a != b).all() and loss.item() == pytest.approx(terms[a, b].mean().item())
+
+
+def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path, monkeypatch):
+    """Nothing may read a true box during the optimisation: shuffling the boxes before they are
+    handed over changes the score, never the windows."""
+    from stn_repro import coloc
+    from stn_repro.experiment import compose_run
+
+    cfg = compose_cfg("experiment=table5_coloc_tc")
+    run_cfg = compose_run([*smoke, "experiment=table5_coloc_tc", "coloc.iterations=6",
+                           "coloc.log_every=3"], cfg.experiment.rows[3], 1)  # fmt: skip
+    head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
+    torch.manual_seed(0)
+    coloc.colocalise_run(run_cfg, tmp_path / "true", head)
+    real = coloc.class_images
+
+    def shuffled_boxes(*args):
+        images, boxes = real(*args)
+        return images, boxes.flip(0)
+
+    monkeypatch.setattr(coloc, "class_images", shuffled_boxes)
+    torch.manual_seed(0)
+    coloc.colocalise_run(run_cfg, tmp_path / "shuffled", head)
+    kept = [torch.load(tmp_path / d / "boxes.pt") for d in ("true", "shuffled")]
+    torch.testing.assert_close(kept[1]["boxes"], kept[0]["boxes"], rtol=0, atol=0)
+    assert not torch.equal(kept[1]["true"], kept[0]["true"])
