@@ -29,7 +29,8 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 LATER_KEYS = {
     "schedule": {"precision": "fp32"},
     "dataset": {"task": "classify", "positions": 1, "validation": 0, "params.first_class": 1,
-                "params.keep_aspect": False, "params.exclude_test": None, "params.moved": "digit"},
+                "params.keep_aspect": False, "params.exclude_test": None, "params.moved": "digit",
+                "params.direction": "xy"},
     "model": {"head": None, "target_params": None, "width": None, "dropout": None,
               "pretrained": None, "part_size": None, "layers": None,
               "independent_localisation": (None, False),

@@ -79,6 +79,18 @@ def test_projective_stats(digits):
     assert abs(moves.mean()) < 0.2 and abs(moves.std() - 5.0) < 0.2
 
 
+def test_projective_diagonal_moves_stretch_each_corner_along_its_diagonal(digits):
+    """``direction=diagonal``: one N(0, corner_sd) amount per corner, along (+-1, +-1)/sqrt(2)
+    from the centre (positive: outwards); kept as x and y moves like the ``xy`` draws."""
+    params = {"scale": (0.75, 1.0), "corner_sd": 5.0, "direction": "diagonal"}
+    _, _, drawn = generate("projective", *digits, 2, params)
+    moves = drawn[:, 1:].view(-1, 4, 2).double()
+    along = moves * generators.CORNERS  # both components: the amount / sqrt(2), same sign
+    torch.testing.assert_close(along[..., 0], along[..., 1], rtol=0, atol=1e-4)
+    amount = along[..., 0] * math.sqrt(2)
+    assert abs(amount.mean()) < 0.2 and abs(amount.std() - 5.0) < 0.2
+
+
 @pytest.mark.parametrize("moved", ["digit", "frame"])
 def test_projective_maps_send_the_corners_where_their_reading_says(moved):
     """Known answer for both readings of A.4's P: with the digit's corners moved, output point

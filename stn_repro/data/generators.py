@@ -127,13 +127,20 @@ def projective(
     scale: tuple[float, float],
     corner_sd: float,
     moved: str = "digit",
+    direction: str = "xy",
 ) -> tuple:
     """P: scaled by ``U(scale)`` about the centre and each of 4 corners moved by
-    ``N(0, corner_sd)`` pixels, the digit's own corners or the sampling frame's
-    (``moved``, ``projective_maps``); 28x28."""
+    ``N(0, corner_sd)`` pixels, in x and in y (``direction="xy"``) or by one amount along the
+    corner's diagonal, outwards when positive (``"diagonal"``); the digit's own corners or the
+    sampling frame's (``moved``, ``projective_maps``); 28x28. Parameters: the scale, then the
+    corner moves ``(4 x (x, y))`` in pixels."""
     n = len(digits)
     s = uniform(rng, n, *scale)
-    moves = corner_sd * torch.randn(n, 4, 2, generator=rng, dtype=torch.float64)  # pixels
+    if direction == "diagonal":
+        amounts = corner_sd * torch.randn(n, 4, 1, generator=rng, dtype=torch.float64)
+        moves = amounts * CORNERS / math.sqrt(2)  # pixels, along (+-1, +-1) / sqrt(2)
+    else:
+        moves = corner_sd * torch.randn(n, 4, 2, generator=rng, dtype=torch.float64)  # pixels
     theta = projective_maps(s, moves, moved)
     images = warp(digits, Projective(), theta, (DIGIT, DIGIT))
     return images, labels, torch.cat([s[:, None], moves.flatten(1)], dim=1)
@@ -255,9 +262,12 @@ class RTS:
 class ProjectiveParams:
     scale: list[float] = checked(interval(0, above_low=True))
     corner_sd: float = checked(at_least(0))
-    # whose corners move: the digit's ("digit", the first reading of A.4) or the sampling
-    # frame's ("frame"); docs/table1.md, "Column P", measures both
+    # A.4's "stretching each corner": whose corners move, the digit's ("digit", our first
+    # reading) or the sampling frame's ("frame"), and how, N(0, corner_sd) in x and in y
+    # ("xy", our first reading) or one N(0, corner_sd) amount along the corner's diagonal
+    # ("diagonal"); docs/table1.md, "Column P", measures them
     moved: str = checked(one_of("digit", "frame"), default="digit")
+    direction: str = checked(one_of("xy", "diagonal"), default="xy")
 
 
 @dataclass
