@@ -318,7 +318,32 @@ def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg):
         partner = split.params[:, 8].long()
         assert partner.max() < 60_000 - held
         assert torch.equal(split.labels, labels[:-held] + labels[partner])
-    assert len(feed.splits["test"]) == 10_000
+    _, test_labels = load_mnist(PACKAGE_ROOT / "datasets", "test")
+    test = feed.splits["test"]
+    assert torch.equal(test.labels, test_labels + test_labels[test.params[:, 8].long()])
+
+
+@pytest.mark.parametrize(("dataset", "parts"), [("mnist_tc", [59_700, 300]),
+                                                ("mnist_rts", [60_000])])  # fmt: skip
+def test_only_generators_drawing_other_digits_draw_the_held_out_ones_apart(
+        compose_cfg, monkeypatch, dataset, parts):  # fmt: skip
+    """TC's clutter comes from the digits generated with it: the 300 held-out digits are
+    generated apart (their clutter from among themselves); a generator that draws no other
+    digit generates the split in one call, the same bits as before held-out pools existed."""
+    import stn_repro.data as data
+
+    calls = []
+    real = data.generate
+
+    def spy(name, digits, *args, **kwargs):
+        calls.append(len(digits))
+        return real(name, digits, *args, **kwargs)
+
+    monkeypatch.setattr(data, "generate", spy)
+    cfg = compose_cfg(f"dataset={dataset}", "dataset.validation=300")
+    split = data.load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
+                            epoch=0)  # fmt: skip
+    assert calls == parts and len(split) == 60_000
 
 
 def test_an_experiment_says_where_it_is_and_keeps_what_the_terminal_showed(tmp_path):

@@ -88,7 +88,7 @@ def load_split(
         }
     )
     if epoch is not None:  # fresh draws are not cached
-        return make_split(cfg, split, data_dir, seed, params, limit)
+        return make_split(cfg, split, data_dir, seed, params, limit, held)
     path = cache_path(cache_dir, cfg.name, split, key)
     with locked(path):  # one process generates, the others wait and read
         if path.exists():
@@ -96,7 +96,7 @@ def load_split(
                 return read_split(path, key)
             except CorruptFile as err:
                 warn(f"the dataset cache {path} is corrupt ({err}); regenerating it")
-        data = make_split(cfg, split, data_dir, seed, params, limit)
+        data = make_split(cfg, split, data_dir, seed, params, limit, held)
         write_split(path, data, key)
     return data
 
@@ -111,10 +111,12 @@ def separate_pool(cfg: DictConfig, split: str) -> int:
     return int(cfg.get("validation") or 0)
 
 
-def make_split(cfg: DictConfig, split: str, data_dir, seed: int, params: dict, limit) -> Split:
+def make_split(cfg: DictConfig, split: str, data_dir, seed: int, params: dict, limit,
+               held: int = 0) -> Split:  # fmt: skip
+    """The first ``limit`` digits of ``split`` distorted by the generator; the last ``held``
+    (``separate_pool``) drawn apart, with their own pool and seed."""
     digits, labels = load_mnist(data_dir, split)
     end = len(digits) if limit is None else limit
-    held = separate_pool(cfg, split)
     cut = len(digits) - held
     parts = [(slice(0, min(cut, end)), seed)]  # (the digits, the draws' seed)
     if held and end > cut:  # the held-out digits, their pool apart

@@ -348,7 +348,8 @@ for _name, _generator in {
     # the digits follow RTS; labels: their sum, 0-18
     "addition": Generator(RTS, classes=19, st_pool=2, make=addition, uses_pool=True,
                           param_names=("rts params of channel 0 (4)",
-                                       "rts params of channel 1 (4)", "partner index"),
+                                       "rts params of channel 1 (4)",
+                                       "partner index (in the digits generated with it)"),
                           measures=SIMILARITY, distortion=addition_distortion),
     "extrude3d": Generator(Extrude3D, st_pool=2, make=extrude_3d,  # the 60x60 projection
                            param_names=("placement theta (12)", "angles (3, degrees)",
@@ -367,7 +368,8 @@ def generate(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run generator ``name`` over all ``digits`` in chunks, deterministically from ``seed``.
 
-    Generators that ``uses_pool`` also draw from the whole split (``pool``: digits and labels).
+    Generators that ``uses_pool`` also draw from all of ``digits`` (``pool``: digits and
+    labels): the whole split, or its part apart (``data.separate_pool``).
 
     Returns:
         images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64, parameters ``(N, P)`` float32.
