@@ -299,7 +299,7 @@ def test_a_run_records_its_validation_error_against_time_and_images(compose_cfg)
     assert all(a["seconds"] <= b["seconds"] for a, b in zip(curve, curve[1:], strict=False))
 
 
-def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg):
+def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, monkeypatch):
     """Table 4's validation pairs: both digits of a held-out pair are held-out digits, both of
     a training pair (any epoch) training digits; the test pairs come from the test digits."""
     from stn_repro.data.sources import load_mnist
@@ -314,7 +314,14 @@ def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg):
     partner = val.params[:, 8].long()
     assert partner.max() < held and len(partner.unique()) > held / 2  # among the held-out
     assert torch.equal(val.labels, labels[-held:] + labels[-held:][partner])
-    for split in (feed.train, feed.train_split(2)):
+    import stn_repro.data as data
+
+    drawn, real = [], data.generate
+    monkeypatch.setattr(data, "generate", lambda name, digits, *a, **k: drawn.append(len(digits))
+                        or real(name, digits, *a, **k))  # fmt: skip
+    fresh = feed.train_split(2)  # an epoch's draws: the training digits only, none wasted
+    assert drawn == [60_000 - held] and len(fresh) == 60_000 - held
+    for split in (feed.train, fresh):
         partner = split.params[:, 8].long()
         assert partner.max() < 60_000 - held
         assert torch.equal(split.labels, labels[:-held] + labels[partner])

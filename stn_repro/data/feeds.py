@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..distributed import ALONE, shard
 from ..signals import STOP_SIGNALS
-from . import Split, load_split, make_inputs
+from . import Split, load_split, make_inputs, separate_pool
 from .stored import StoredImages
 
 EVAL_BATCH = 256
@@ -98,8 +98,11 @@ class MemoryFeed:
         """The training split (``epoch``: that epoch's fresh draws; None: the cached one), less
         the held-out digits."""
         cfg = self.cfg
+        limit = cfg.schedule.train_limit
+        if epoch is not None and separate_pool(cfg.dataset, "train"):  # drawn apart: skip them
+            limit = min(limit or self.digits, self.digits - self.held)
         split = load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
-                           epoch=epoch, limit=cfg.schedule.train_limit)  # fmt: skip
+                           epoch=epoch, limit=limit)  # fmt: skip
         if self.held:
             split = head(split, self.digits - self.held)
         return split.to(self.device)
