@@ -299,7 +299,25 @@ def test_a_run_records_its_validation_error_against_time_and_images(compose_cfg)
     assert all(a["seconds"] <= b["seconds"] for a, b in zip(curve, curve[1:], strict=False))
 
 
-def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, monkeypatch):
+@pytest.fixture
+def generated_sizes(monkeypatch):
+    """Call it to start recording how many digits each generator call distorts (a list)."""
+    import stn_repro.data as data
+
+    def start() -> list[int]:
+        sizes, real = [], data.generate
+
+        def spy(name, digits, *args, **kwargs):
+            sizes.append(len(digits))
+            return real(name, digits, *args, **kwargs)
+
+        monkeypatch.setattr(data, "generate", spy)
+        return sizes
+
+    return start
+
+
+def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, generated_sizes):
     """Table 4's validation pairs: both digits of a held-out pair are held-out digits, both of
     a training pair (any epoch) training digits; the test pairs come from the test digits."""
     from stn_repro.data.sources import load_mnist
@@ -309,18 +327,14 @@ def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, monkey
     cfg = compose_cfg("dataset=mnist_addition", "model=fcn", f"dataset.validation={held}",
                       "schedule.train_limit=null", "schedule.test_limit=null")  # fmt: skip
     feed = feeds.MemoryFeed(cfg, torch.device("cpu"))
+    generated = generated_sizes()  # what is generated from here on
     val = feed.splits["val"]
     assert len(val) == held and len(feed.train) == 60_000 - held
     partner = val.params[:, 8].long()
     assert partner.max() < held and len(partner.unique()) > held / 2  # among the held-out
     assert torch.equal(val.labels, labels[-held:] + labels[-held:][partner])
-    import stn_repro.data as data
-
-    drawn, real = [], data.generate
-    monkeypatch.setattr(data, "generate", lambda name, digits, *a, **k: drawn.append(len(digits))
-                        or real(name, digits, *a, **k))  # fmt: skip
     fresh = feed.train_split(2)  # an epoch's draws: the training digits only, none wasted
-    assert drawn == [60_000 - held] and len(fresh) == 60_000 - held
+    assert generated == [60_000 - held] and len(fresh) == 60_000 - held
     for split in (feed.train, fresh):
         partner = split.params[:, 8].long()
         assert partner.max() < 60_000 - held
@@ -333,20 +347,13 @@ def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, monkey
 @pytest.mark.parametrize(("dataset", "parts"), [("mnist_tc", [59_700, 300]),
                                                 ("mnist_rts", [60_000])])  # fmt: skip
 def test_only_generators_drawing_other_digits_draw_the_held_out_ones_apart(
-        compose_cfg, monkeypatch, dataset, parts):  # fmt: skip
+        compose_cfg, generated_sizes, dataset, parts):  # fmt: skip
     """TC's clutter comes from the digits generated with it: the 300 held-out digits are
     generated apart (their clutter from among themselves); a generator that draws no other
     digit generates the split in one call, the same bits as before held-out pools existed."""
     import stn_repro.data as data
 
-    calls = []
-    real = data.generate
-
-    def spy(name, digits, *args, **kwargs):
-        calls.append(len(digits))
-        return real(name, digits, *args, **kwargs)
-
-    monkeypatch.setattr(data, "generate", spy)
+    calls = generated_sizes()
     cfg = compose_cfg(f"dataset={dataset}", "dataset.validation=300")
     split = data.load_split(cfg.dataset, "train", cfg.paths.data_dir, cfg.paths.cache_dir,
                             epoch=0)  # fmt: skip
