@@ -326,7 +326,7 @@ def addition_distortion(params: Tensor, options: dict) -> list[Tensor]:
 def projective_distortion(params: Tensor, options: dict) -> list[Tensor]:
     n = len(params)
     moves = params[:, 1:9].view(n, 4, 2)
-    theta = projective_maps(params[:, 0], moves, options.get("moved", "digit"))
+    theta = projective_maps(params[:, 0], moves, options.get("moved", ProjectiveParams.moved))
     return [Projective().matrix(theta)]
 
 
