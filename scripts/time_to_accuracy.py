@@ -2,32 +2,49 @@
 
     python scripts/time_to_accuracy.py table1_rts [--schedule cpu] [--seed 1]
         [--outputs outputs] [--out outputs/figures/time_to_accuracy-table1_rts-cpu.png]
+        [OVERRIDE=VALUE ...]
 
-Writes the figure and, beside it, a Markdown table (.md) of each row's last error and the
-minutes it took to reach the paper's number; prints the table. Runs still training are drawn
-from their last checkpoint. Tune on validation digits (``dataset.validation=5000``): without
-them the curve follows the test digits, which must then only be reported, never tuned on.
+Each row's curve is read from the run directory of the row's config as the experiment composes
+it with these settings (overrides as on the experiment's command line, e.g.
+``dataset.params.moved=frame``), so runs of other configs beside it are never drawn. Writes the
+figure and, beside it, a Markdown table (.md) of each row's last error and the minutes it took
+to reach the paper's number; prints the table. Runs still training are drawn from their last
+checkpoint. Tune on validation digits (``dataset.validation=5000``): without them the curve
+follows the test digits, which must then only be reported, never tuned on.
 """
 
 import argparse
 from pathlib import Path
 
+from stn_repro.config import CONF_DIR
 from stn_repro.errors import UserError
+from stn_repro.experiment import row_run_dirs
 from stn_repro.report.time_to_accuracy import column_curves, draw, summary
+from stn_repro.schema import hydra_initialised
 
 
-def main(argv: list[str] | None = None) -> Path:
+def main(argv: list[str]) -> Path:
+    # Hydra overrides (KEY=VALUE) may stand anywhere on the line.
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiment", help="a table column, e.g. table1_rts")
     parser.add_argument("--schedule", default="cpu", help="cpu: Table 1's recipe (default)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--outputs", type=Path, default=Path("outputs"))
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    if not (CONF_DIR / "experiment" / f"{args.experiment}.yaml").exists():
+        known = ", ".join(sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")))
+        raise SystemExit(f"time_to_accuracy: error: no experiment {args.experiment!r} "
+                         f"(choose from {known})")  # fmt: skip
+    chosen = [*overrides, f"experiment={args.experiment}", f"schedule={args.schedule}",
+              f"paths.output_dir={args.outputs.resolve()}"]  # fmt: skip
     try:
-        exp, curves = column_curves(args.outputs, args.experiment, args.schedule, args.seed)
+        with hydra_initialised():
+            exp, seed_dirs = row_run_dirs(chosen, args.seed)
     except UserError as err:
         raise SystemExit(f"time_to_accuracy: error: {err}") from None
+    curves = column_curves(exp, seed_dirs)
     if not curves:
         raise SystemExit(f"no run of {args.experiment} ({args.schedule}, seed {args.seed}) has "
                          f"recorded a curve under {args.outputs / 'runs'}")  # fmt: skip
@@ -43,4 +60,6 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

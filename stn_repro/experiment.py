@@ -131,6 +131,18 @@ class Run:
         return meta(self.exp, self.index, self.row)
 
 
+def row_run_dirs(overrides: list[str], seed: int) -> tuple[DictConfig, dict[str, Path]]:
+    """The experiment ``overrides`` choose (``experiment=...``) and, per row, the directory
+    its run of ``seed`` trains in: the row's composed config (the command line's, the row's and
+    the schedule's settings) names it, so runs of other configs beside it are never read.
+    Hydra must be initialised (``schema.hydra_initialised``)."""
+    from hydra import compose
+
+    exp = compose("config", overrides=overrides).experiment
+    return exp, {row.name: run_dir(compose_run(overrides, row, seed), exp.name, row.name)
+                 for row in exp.rows}  # fmt: skip
+
+
 def train_encoder(cfg: DictConfig, overrides: list[str]):
     """Train (or reuse, when finished) the run ``cfg.experiment.encoder`` names, e.g. the
     Table 1 CNN of the R column, and return its model. Of the command line, only the

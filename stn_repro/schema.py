@@ -195,11 +195,17 @@ ConfigStore.instance().store(name="schema", node=Config)
 
 def hydra_initialised():
     """Hydra initialised on conf/ for ``hydra.compose`` (a context manager), with the schemas
-    registered: importing this module did it, so scripts compose through here."""
+    registered: importing this module did it, so scripts compose through here. Already
+    initialised (a caller's own context, a test's): nothing to do."""
+    from contextlib import nullcontext
+
     from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     from .config import CONF_DIR
 
+    if GlobalHydra.instance().is_initialized():
+        return nullcontext()
     return initialize_config_dir(str(CONF_DIR), version_base="1.3")
 
 

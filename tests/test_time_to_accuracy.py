@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import runpy
+import shutil
 
 from stn_repro.config import PACKAGE_ROOT
+from stn_repro.experiment import row_run_dirs
 from stn_repro.report.time_to_accuracy import RowCurve, column_curves
 
 
@@ -25,18 +28,27 @@ def test_a_smoke_column_draws_its_figure_and_table(compose_cfg, smoke, tmp_path)
                  "schedule.log.eval_every=2"]  # fmt: skip
     run(compose("config", overrides=overrides), overrides)
     outputs = tmp_path / "outputs"
-    _, curves = column_curves(outputs, "table1_tc", "smoke", 1)
+    exp, seed_dirs = row_run_dirs(overrides, 1)
+    curves = column_curves(exp, seed_dirs)
     assert [c.row for c in curves] == ["FCN", "CNN", "ST-FCN Aff", "ST-CNN Aff"]
     assert all(c.split == "val" and len(c.points) == 3 and c.finished for c in curves)
     assert curves[0].paper == 13.2  # Sect. 4.1's TC FCN
+    # A run of another config of the same row, written later, is not the row's run.
+    fcn = seed_dirs["FCN"]
+    other = fcn.parents[1] / "0therc0f" / "seed1"
+    shutil.copytree(fcn, other)
+    metrics = json.loads((other / "metrics.json").read_text())
+    metrics["curve"] = [{**p, "error": 99.0} for p in metrics["curve"]]
+    (other / "metrics.json").write_text(json.dumps(metrics))
     script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
-    out = script["main"](["table1_tc", "--schedule", "smoke", "--outputs", str(outputs)])
+    out = script["main"](["table1_tc", "--schedule", "smoke", "--outputs", str(outputs),
+                          "dataset.validation=20", "schedule.log.eval_every=2"])  # fmt: skip
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = out.with_suffix(".md").read_text()
     assert "| ST-CNN Aff | 1.7 |" in table and "| val | 6 |" in table
-    [metrics] = (outputs / "runs" / "table1_tc" / "smoke" / "fcn").glob("*/seed1/metrics.json")
-    metrics.unlink()  # as if still training: read from its checkpoint
-    _, curves = column_curves(outputs, "table1_tc", "smoke", 1)
+    assert "99.00" not in table
+    (fcn / "metrics.json").unlink()  # as if still training: read from its checkpoint
+    curves = column_curves(exp, seed_dirs)
     assert (curves[0].split, curves[0].finished, len(curves[0].points)) == ("val", False, 2)
 
 

@@ -2,9 +2,9 @@
 run holds some out, else test) against training minutes, beside the paper's number.
 
 Reads the curve every run records (``metrics.json``'s ``curve``, or an unfinished run's
-checkpoint), one run per row: the seed asked for, in the row's most recently written config
-folder. Draws one figure per column (log error axis) and a Markdown table of the minutes each
-row took to reach its paper number.
+checkpoint), one run per row: the run directory the caller names for it (the one the row's
+composed config trains in: ``experiment.row_run_dirs``). Draws one figure per column (log error
+axis) and a Markdown table of the minutes each row took to reach its paper number.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import CONF_DIR, runs_dir
-from ..errors import UserError
 from ..files import CorruptFile, read_json
 from ..runs import read_checkpoint
 from .paper import paper_value
@@ -55,24 +53,17 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
     return ckpt.get("curve", []), "val" if held else "test", False
 
 
-def column_curves(output_dir: Path, experiment: str, schedule: str,
-                  seed: int) -> tuple[DictConfig, list[RowCurve]]:  # fmt: skip
-    """``(experiment config, [RowCurve per row with a run])`` of one column."""
-    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in path.parent.glob("*.yaml")))
-        raise UserError(f"no experiment {experiment!r} (choose from {known})")
-    exp = OmegaConf.load(path).experiment
+def column_curves(exp: DictConfig, seed_dirs: dict[str, Path]) -> list[RowCurve]:
+    """A :class:`RowCurve` per row of ``exp`` whose run directory (``seed_dirs[row name]``)
+    has recorded a curve, in the table's row order."""
     curves = []
     for row in exp.rows:
-        seeds = sorted(runs_dir(output_dir, experiment, schedule, row.name).glob(f"*/seed{seed}"),
-                       key=lambda p: p.stat().st_mtime)  # fmt: skip
-        found = read_curve(seeds[-1]) if seeds else None
+        found = read_curve(seed_dirs[row.name]) if row.name in seed_dirs else None
         if found and found[0]:
             points, split, finished = found
             paper = paper_value(exp.table, row.name, exp.column)
             curves.append(RowCurve(row.name, paper, split, points, finished))
-    return exp, curves
+    return curves
 
 
 def draw(curves: list[RowCurve], title: str, path: Path) -> Path:
