@@ -15,7 +15,7 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``cfg.coloc`` are the ingredients docs/reproduction-notes.md describes (each off in
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
-stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``.
+stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -93,17 +93,20 @@ class Encoder(nn.Module):
         return torch.cat([*features, x], dim=1)
 
 
-def localisation_net(shape: tuple[int, int, int], leaky: bool = False) -> tuple[nn.Module, int]:
-    """A.2: conv 8 filters 9x9 stride 4, max-pool 2, two 8-unit fully connected layers; ReLUs,
-    or with ``leaky`` LeakyReLUs (slope 0.01), which cannot all die."""
+def localisation_net(shape: tuple[int, int, int], leaky: bool = False, units: int = 8
+                     ) -> tuple[nn.Module, int]:  # fmt: skip
+    """A.2: conv 8 filters 9x9 stride 4, max-pool 2, two fully connected layers of ``units``
+    ("two 8-unit fully-connected layers"; 128 gives the "100k parameter CNN" the same sentence
+    counts, with the 3-unit regressor); ReLUs, or with ``leaky`` LeakyReLUs (slope 0.01),
+    which cannot all die."""
     c, h, w = shape
     oh, ow = ((h - 9) // 4 + 1) // 2, ((w - 9) // 4 + 1) // 2
     act = nn.LeakyReLU if leaky else nn.ReLU
     return nn.Sequential(
         nn.Conv2d(c, 8, 9, stride=4), act(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(8 * oh * ow, 8), act(),
-        nn.Linear(8, 8), act(),
-    ), 8  # fmt: skip
+        nn.Flatten(), nn.Linear(8 * oh * ow, units), act(),
+        nn.Linear(units, units), act(),
+    ), units  # fmt: skip
 
 
 def random_crops(x: Tensor, scale: float | Tensor, generator: torch.Generator) -> Tensor:
@@ -119,7 +122,7 @@ def random_crops(x: Tensor, scale: float | Tensor, generator: torch.Generator) -
 def make_transformer(co: DictConfig, shape: tuple[int, int, int]) -> SpatialTransformer:
     """The attention transformer of A.2, its window starting centred at ``co.initial_scale``;
     with ``co.inside_canvas`` a :class:`BoundedAttention` (never leaves the canvas)."""
-    loc, features = localisation_net(shape, co.leaky_localisation)
+    loc, features = localisation_net(shape, co.leaky_localisation, co.localisation_units)
     start = torch.tensor([co.initial_scale, 0.0, 0.0])
     transform = Attention()
     if co.inside_canvas:

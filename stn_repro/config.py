@@ -39,7 +39,8 @@ LATER_KEYS = {
 """Keys added after runs were first recorded, with the value (or tuple of values) that means "as
 before": left out of a run's identity at it, so earlier runs keep their hashes and directories."""
 COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that change no result
-COLOC_LATER = {"optimizer": "adam"}  # co-localisation keys added later, with their "as before"
+# co-localisation keys added later, with their "as before"
+COLOC_LATER = {"optimizer": "adam", "localisation_units": 8}
 
 
 def as_before(value, before) -> bool:

@@ -154,6 +154,7 @@ class Coloc:
     lr_decay: str = checked(one_of("none", "cosine"), "none")
     optimizer: str = checked(one_of("sgd", "adam"), "adam")
     leaky_localisation: bool = False
+    localisation_units: int = checked(at_least(1), 8)
 
 
 @dataclass

@@ -396,3 +396,18 @@ def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path
     kept = [torch.load(tmp_path / d / "boxes.pt") for d in ("true", "shuffled")]
     torch.testing.assert_close(kept[1]["boxes"], kept[0]["boxes"], rtol=0, atol=0)
     assert not torch.equal(kept[1]["true"], kept[0]["true"])
+
+
+def test_the_localisation_net_counts_a2s_parameters():
+    # A.2: "a 100k parameter CNN consisting of a convolutional layer with eight 9x9 filters and
+    # a 4 pixel stride, followed by 2x2 max pooling with stride 2 and then two 8-unit
+    # fully-connected layers before the final 3-unit fully-connected layer". On 84x84: conv
+    # 8*81+8 = 656, 9*9*8 = 648 inputs to the first layer, then the 3-unit regressor.
+    from stn_repro.coloc import make_transformer
+
+    def count(units: int) -> int:
+        co = coloc_options(localisation_units=units)
+        return sum(p.numel() for p in make_transformer(co, (1, 84, 84)).parameters())
+
+    assert count(8) == 656 + (648 * 8 + 8) + (8 * 8 + 8) + (8 * 3 + 3) == 5_947
+    assert count(128) == 656 + (648 * 128 + 128) + (128 * 128 + 128) + (128 * 3 + 3) == 100_627
