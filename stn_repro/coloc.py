@@ -15,7 +15,8 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``cfg.coloc`` are the ingredients docs/reproduction-notes.md describes (each off in
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
-stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``.
+stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``,
+``encoder_input``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -78,13 +79,18 @@ def paired_iou(a: Tensor, b: Tensor) -> Tensor:
 
 class Encoder(nn.Module):
     """e(): a frozen classifier's hidden layers (after each max-pool) and its logits,
-    flattened and concatenated, ``(B, C, 28, 28) -> (B, F)``."""
+    flattened and concatenated, ``(B, C, 28, 28) -> (B, F)``. A classifier of larger images
+    (``input_size``, e.g. 60 for Table 1's TC column) sees each crop at the centre of an
+    ``input_size`` square of black canvas, at the crop's own resolution."""
 
-    def __init__(self, head: nn.Sequential):
+    def __init__(self, head: nn.Sequential, input_size: int = DIGIT):
         super().__init__()
         self.head = head.eval().requires_grad_(False)
+        before = (input_size - DIGIT) // 2
+        self.padding = (before, input_size - DIGIT - before) * 2  # left, right, top, bottom
 
     def forward(self, x: Tensor) -> Tensor:
+        x = F.pad(x, self.padding)
         features = []
         for layer in self.head:
             x = layer(x)
@@ -246,7 +252,13 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
     if co.blur_sigma > 0:  # a kernel of +-3 sigma, at most the image's size
         kernel = min(2 * round(3 * co.blur_sigma) + 1, 2 * (images.shape[-1] // 2) - 1)
         blurred = gaussian_blur(images, [kernel, kernel], [co.blur_sigma, co.blur_sigma])
-    encoder = Encoder(encoder_head).to(device)
+    encoder = Encoder(encoder_head, co.encoder_input).to(device)
+    try:
+        encoder(images[:1, :, :DIGIT, :DIGIT])
+    except RuntimeError as err:
+        raise UserError(f"the encoder does not take crops padded to {co.encoder_input}x"
+                        f"{co.encoder_input} (coloc.encoder_input): set it to the size of "
+                        f"the images its run trained on ({err})") from None  # fmt: skip
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
     optimizer, decay = coloc_optimizer(co, st.parameters())
     shown = images[:FIG4_IMAGES]

@@ -155,6 +155,7 @@ class Coloc:
     optimizer: str = checked(one_of("sgd", "adam"), "adam")
     leaky_localisation: bool = False
     localisation_units: int = checked(at_least(1), 8)
+    encoder_input: int = checked(at_least(28), 28)
 
 
 @dataclass

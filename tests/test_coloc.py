@@ -411,3 +411,33 @@ def test_the_localisation_net_counts_a2s_parameters():
 
     assert count(8) == 656 + (648 * 8 + 8) + (8 * 8 + 8) + (8 * 3 + 3) == 5_947
     assert count(128) == 656 + (648 * 128 + 128) + (128 * 128 + 128) + (128 * 3 + 3) == 100_627
+
+
+def test_an_encoder_of_larger_images_sees_the_crop_centred_on_black_canvas(compose_cfg):
+    cfg = compose_cfg("model=cnn")
+    model = build_model(cfg.model, DataSpec((1, 60, 60), 10, 1))
+    crops = torch.rand(2, 1, 28, 28)
+    canvas = torch.zeros(2, 1, 60, 60)
+    canvas[..., 16:44, 16:44] = crops  # 16 columns of black either side
+    features, x = [], canvas
+    for layer in model.head:
+        x = layer(x)
+        if isinstance(layer, torch.nn.MaxPool2d):
+            features.append(x.flatten(1))
+    assert torch.allclose(Encoder(model.head, 60)(crops), torch.cat([*features, x], dim=1))
+
+
+def test_an_encoder_that_cannot_take_the_padded_crops_stops_in_one_line(
+        compose_cfg, smoke, tmp_path):  # fmt: skip
+    import pytest
+
+    from stn_repro import coloc
+    from stn_repro.errors import UserError
+    from stn_repro.experiment import compose_run
+
+    cfg = compose_cfg("experiment=table5_coloc_t")
+    run_cfg = compose_run([*smoke, "experiment=table5_coloc_t", "coloc.encoder_input=60"],
+                          cfg.experiment.rows[3], 1)  # fmt: skip
+    head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
+    with pytest.raises(UserError, match="coloc.encoder_input"):
+        coloc.colocalise_run(run_cfg, tmp_path / "run", head)
