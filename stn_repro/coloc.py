@@ -16,7 +16,7 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
 stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``,
-``encoder_input``.
+``encoder_input``, ``window_negatives_from``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -151,21 +151,25 @@ def window_crops(st: SpatialTransformer, images: Tensor, blurred: Tensor | None
     return crops, theta
 
 
-def negative_scales(co: DictConfig, windows: Tensor, generator: torch.Generator) -> Tensor:
-    """Side ``(B,)`` of each anchor's random crops: ``fixed`` (``co.random_crop_scale``),
-    ``window`` (the anchor window's own scale) or ``random`` (uniform in [min_scale, 1])."""
-    b = windows.shape[0]
-    if co.negative_scale == "window":
+def negative_scales(co: DictConfig, windows: Tensor, generator: torch.Generator,
+                    rule: str | None = None) -> Tensor:  # fmt: skip
+    """Side ``(B,)`` of each anchor's random crops by ``rule`` (default ``co.negative_scale``):
+    ``fixed`` (``co.random_crop_scale``), ``window`` (the anchor window's own scale) or
+    ``random`` (uniform in [min_scale, 1])."""
+    b, rule = windows.shape[0], rule or co.negative_scale
+    if rule == "window":
         return windows[:, 0].detach().clamp(co.min_scale, 1.0).cpu()
-    if co.negative_scale == "random":
+    if rule == "random":
         return co.min_scale + (1 - co.min_scale) * torch.rand(b, generator=generator)
     return torch.full((b,), float(co.random_crop_scale))
 
 
 def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, images: Tensor,
-               blurred: Tensor | None, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+               blurred: Tensor | None, generator: torch.Generator,
+               negative_scale: str | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """One step's triplet hinge (mean over pairs and negatives) and the anchors' thetas (whose
-    gradient the caller may read). ``co.pairing``: ``random`` draws ``co.batch`` pairs
+    gradient the caller may read); the random crops' sides by ``negative_scale`` (default
+    ``co.negative_scale``: ``negative_scales``). ``co.pairing``: ``random`` draws ``co.batch`` pairs
     ``n != m``; ``all`` draws ``co.batch`` images (all of them, if fewer) and takes every
     ordered pair of them (the paper's sum over all ``m != n``, within the batch)."""
     n = len(images)
@@ -194,7 +198,7 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     windows = theta
     if isinstance(st.transform, BoundedAttention):
         windows = st.transform.window(windows)
-    scales = negative_scales(co, windows, generator)
+    scales = negative_scales(co, windows, generator, negative_scale)
     neg = torch.stack([(anchor - embed(random_crops(images[a], scales, generator))).pow(2).sum(1)
                        for _ in range(co.negatives)], dim=1)  # (A, R)  # fmt: skip
     hinge = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (A, M, R)
@@ -284,7 +288,9 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
 
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
         for step in range(start + 1, end + 1):
-            loss, theta = coloc_loss(co, st, encoder, images, blurred, gen)
+            late = step > co.window_negatives_from * end  # random crops at the window's side
+            loss, theta = coloc_loss(co, st, encoder, images, blurred, gen,
+                                     "window" if late else None)  # fmt: skip
             if not torch.isfinite(loss):
                 raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
             theta.retain_grad()

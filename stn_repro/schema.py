@@ -156,6 +156,8 @@ class Coloc:
     leaky_localisation: bool = False
     localisation_units: int = checked(at_least(1), 8)
     encoder_input: int = checked(at_least(28), 28)
+    window_negatives_from: float = checked(
+        lambda v: None if 0 <= v <= 1 else "must lie in [0, 1]", 1.0)
 
 
 @dataclass

@@ -441,3 +441,34 @@ def test_an_encoder_that_cannot_take_the_padded_crops_stops_in_one_line(
     head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
     with pytest.raises(UserError, match="coloc.encoder_input"):
         coloc.colocalise_run(run_cfg, tmp_path / "run", head)
+
+
+def test_late_negatives_take_the_windows_side(compose_cfg, smoke, tmp_path, monkeypatch):
+    from stn_repro import coloc
+    from stn_repro.experiment import compose_run
+
+    images, _ = digit_images(8)
+    co = coloc_options(batch=4, initial_scale=0.6)  # windows larger than the random crops
+    st = coloc.make_transformer(co, (1, 84, 84))
+
+    def loss(options, rule=None):
+        gen = torch.Generator().manual_seed(0)
+        return coloc.coloc_loss(options, st, Flat(), images, None, gen, rule)[0]
+
+    window = loss(coloc_options(batch=4, initial_scale=0.6, negative_scale="window"))
+    assert torch.equal(loss(co, "window"), window) and not torch.equal(loss(co), window)
+    # In a run, the steps after window_negatives_from x iterations use the window's side.
+    cfg = compose_cfg("experiment=table5_coloc_t")
+    late = [*smoke, "experiment=table5_coloc_t", "coloc.iterations=4",
+            "coloc.window_negatives_from=0.5"]  # fmt: skip
+    run_cfg = compose_run(late, cfg.experiment.rows[3], 1)
+    rules, real_loss = [], coloc.coloc_loss
+
+    def recording(*args):
+        rules.append(args[-1])
+        return real_loss(*args)
+
+    monkeypatch.setattr(coloc, "coloc_loss", recording)
+    head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
+    coloc.colocalise_run(run_cfg, tmp_path / "run", head)
+    assert rules == [None, None, "window", "window"]
