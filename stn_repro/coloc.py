@@ -16,7 +16,7 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
 stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``,
-``encoder_input``, ``window_negatives_from``.
+``encoder_input``, ``window_negatives_from``, ``starts``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -208,6 +208,25 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     return hinge.mean(), theta
 
 
+@torch.no_grad()
+def class_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, images: Tensor,
+               seed: int, negatives: int = 4) -> float:  # fmt: skip
+    """The loss over the whole class, one seeded draw of random crops for every start of a
+    run: A.2's hinge for every ordered pair ``n != m`` of ``images``, with ``negatives``
+    random crops per image (sides by ``co.negative_scale``), averaged. It reads no box or
+    label, so it may choose between optimisations of the class (``coloc.starts``)."""
+    generator = torch.Generator().manual_seed(seed)
+    crops, theta = st(images)
+    anchor = encoder(crops)  # (N, F)
+    windows = st.transform.window(theta) if isinstance(st.transform, BoundedAttention) else theta
+    pos = squared_distances(anchor, anchor)  # (N, N)
+    scales = negative_scales(co, windows, generator)
+    neg = torch.stack([(anchor - encoder(random_crops(images, scales, generator))).pow(2).sum(1)
+                       for _ in range(negatives)], dim=1)  # (N, R)  # fmt: skip
+    hinge = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (N, N, R)
+    return hinge[~torch.eye(len(images), dtype=torch.bool, device=hinge.device)].mean().item()
+
+
 def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Optimizer, object | None]:
     """``co.optimizer`` at ``co.lr`` (``sgd``: A.2's stochastic gradient descent, momentum 0.9
     as for the MNIST schedule; ``adam``), and with ``co.lr_decay: cosine`` a scheduler
@@ -245,11 +264,13 @@ def colocalise_run(cfg: DictConfig, run_dir: Path, encoder_head: nn.Sequential,
 
 def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta: dict) -> dict:
     """Optimise the unfinished co-localisation ``cfg`` from the start or from its checkpoint
-    (saved with every Fig. 4 frame, every ``coloc.log_every`` steps, and on a stop signal)."""
+    (saved with every Fig. 4 frame, every ``coloc.log_every`` steps, at the end of each start,
+    and on a stop signal). With ``coloc.starts`` > 1 the class is optimised that many times
+    from different seeds, one after another, and the start with the lowest loss over the whole
+    class (``class_loss``: no box or label) gives the result; TensorBoard's steps run on
+    through the starts (start k's step s is logged at ``k * iterations + s``)."""
     co, end = cfg.coloc, int(cfg.coloc.iterations)
     device = pick_device(cfg.device)
-    torch.manual_seed(int(cfg.seed))
-    gen = torch.Generator().manual_seed(int(cfg.seed))  # pairs and random crops
     images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
     images = images.to(device)  # (N, 1, canvas, canvas)
     blurred = None
@@ -263,31 +284,40 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         raise UserError(f"the encoder does not take crops padded to {co.encoder_input}x"
                         f"{co.encoder_input} (coloc.encoder_input): set it to the size of "
                         f"the images its run trained on ({err})") from None  # fmt: skip
-    st = make_transformer(co, tuple(images.shape[1:])).to(device)
-    optimizer, decay = coloc_optimizer(co, st.parameters())
     shown = images[:FIG4_IMAGES]
-    history = {"steps": [0], "boxes": [current_boxes(st, shown)]}  # the paper's Fig. 4
     ckpt = life.resume() or {}
-    if ckpt:
-        st.load_state_dict(ckpt["transformer"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if decay is not None:
-            decay.load_state_dict(ckpt["decay"])
-        gen.set_state(ckpt["generator"])
-        history = ckpt["history"]
-    start = ckpt.get("iteration", 0)
-    writer = life.start(start)
+    finished = ckpt.get("starts", [])  # per finished start: its class loss, weights, Fig. 4 boxes
+    writer = life.start(ckpt.get("iteration", 0))
     clock = Clock(ckpt.get("elapsed", 0.0))
 
-    def checkpoint(step: int) -> None:
-        life.save({"iteration": step, "elapsed": clock.seconds(),
-                   "transformer": st.state_dict(), "optimizer": optimizer.state_dict(),
-                   "decay": None if decay is None else decay.state_dict(),
-                   "generator": gen.get_state(), "history": history})  # fmt: skip
-        writer.flush()
+    def optimise(k: int, stop) -> dict:
+        """Start ``k`` (seed ``cfg.seed + 1000 k``), from its checkpoint when it has one."""
+        seed = int(cfg.seed) + START_SEED_STRIDE * k
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)  # pairs and random crops
+        st = make_transformer(co, tuple(images.shape[1:])).to(device)
+        optimizer, decay = coloc_optimizer(co, st.parameters())
+        history = {"steps": [0], "boxes": [current_boxes(st, shown)]}  # the paper's Fig. 4
+        first = 0
+        if ckpt.get("transformer") is not None and ckpt.get("start", 0) == k:  # mid-start
+            st.load_state_dict(ckpt["transformer"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if decay is not None:
+                decay.load_state_dict(ckpt["decay"])
+            gen.set_state(ckpt["generator"])
+            history = ckpt["history"]
+            first = ckpt["iteration"] - k * end
 
-    with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
-        for step in range(start + 1, end + 1):
+        def checkpoint(step: int) -> None:
+            life.save({"iteration": k * end + step, "start": k, "starts": finished,
+                       "elapsed": clock.seconds(), "transformer": st.state_dict(),
+                       "optimizer": optimizer.state_dict(),
+                       "decay": None if decay is None else decay.state_dict(),
+                       "generator": gen.get_state(), "history": history})  # fmt: skip
+            writer.flush()
+
+        for step in range(first + 1, end + 1):
+            logged = k * end + step
             late = step > co.window_negatives_from * end  # random crops at the window's side
             loss, theta = coloc_loss(co, st, encoder, images, blurred, gen,
                                      "window" if late else None)  # fmt: skip
@@ -299,22 +329,33 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
             optimizer.step()
             if decay is not None:
                 decay.step()
-            log_step(writer, loss, theta, step)
+            log_step(writer, loss, theta, logged)
             if step % co.eval_every == 0 or step == end:
                 localised, iou = localisation(st, images, true_boxes)
-                writer.add_scalar("coloc/localised_pct", localised, step)
-                writer.add_scalar("coloc/mean_iou", iou.mean().item(), step)
+                writer.add_scalar("coloc/localised_pct", localised, logged)
+                writer.add_scalar("coloc/mean_iou", iou.mean().item(), logged)
             framed = step % co.log_every == 0 or step == end
             if framed:
-                log_boxes(writer, st, images[:8], true_boxes[:8], step)
+                log_boxes(writer, st, images[:8], true_boxes[:8], logged)
                 history["steps"].append(step)
                 history["boxes"].append(current_boxes(st, shown))
             if framed or stop.requested:
                 checkpoint(step)
             stop.check(f" at step {step} of {life.run_dir}, after saving its checkpoint")
+        return {"loss": class_loss(co, st, encoder, images, int(cfg.seed)),
+                "transformer": st.state_dict(), "history": history}
+
+    with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
+        for k in range(len(finished), int(co.starts)):
+            finished.append(optimise(k, stop))
+            life.save({"iteration": (k + 1) * end, "start": k + 1, "starts": finished,
+                       "elapsed": clock.seconds()})  # fmt: skip
     seconds = clock.seconds()
+    chosen = min(range(len(finished)), key=lambda k: finished[k]["loss"])
+    st = make_transformer(co, tuple(images.shape[1:])).to(device)
+    st.load_state_dict(finished[chosen]["transformer"])
     localised, iou = localisation(st, images, true_boxes)  # the run's result
-    save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], history)
+    save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], finished[chosen]["history"])
     return life.finish({
         **meta,
         "localised_pct": localised,
@@ -322,6 +363,9 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         "digit": int(co.digit),
         "images": len(images),
         "iterations": end,
+        "starts": int(co.starts),
+        "start_losses": [round(f["loss"], 2) for f in finished],
+        "chosen_start": chosen,
         "wall_time_s": round(seconds, 2),
         "dataset": cfg.dataset.name,
         "data": f"{cfg.dataset.generator} {OmegaConf.to_container(cfg.dataset.params)}",
@@ -329,6 +373,9 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         "seed": int(cfg.seed),
         "params": sum(p.numel() for p in st.parameters()),
     })
+
+
+START_SEED_STRIDE = 1000  # start k of seed s draws with seed s + 1000 k (start 0: seed s)
 
 
 def log_step(writer, loss: Tensor, theta: Tensor, step: int) -> None:

@@ -158,6 +158,7 @@ class Coloc:
     encoder_input: int = checked(at_least(28), 28)
     window_negatives_from: float = checked(
         lambda v: None if 0 <= v <= 1 else "must lie in [0, 1]", 1.0)
+    starts: int = checked(at_least(1), 1)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import pytest
 import torch
 from conftest import only
 
@@ -372,18 +373,21 @@ def test_the_loss_as_written_is_a2s_formula_on_a_hand_made_batch(monkeypatch):
     assert (a != b).all() and loss.item() == pytest.approx(terms[a, b].mean().item())
 
 
-def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path, monkeypatch):
-    """Nothing may read a true box during the optimisation: shuffling the boxes before they are
-    handed over changes the score, never the windows."""
+@pytest.mark.parametrize("starts", [1, 3])
+def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path, monkeypatch,
+                                                    starts):  # fmt: skip
+    """Nothing may read a true box during the optimisation, nor in choosing between starts:
+    shuffling the boxes before they are handed over changes the score, never the windows."""
     from stn_repro import coloc
     from stn_repro.experiment import compose_run
 
     cfg = compose_cfg("experiment=table5_coloc_tc")
     run_cfg = compose_run([*smoke, "experiment=table5_coloc_tc", "coloc.iterations=6",
-                           "coloc.log_every=3"], cfg.experiment.rows[3], 1)  # fmt: skip
+                           "coloc.log_every=3", f"coloc.starts={starts}"],
+                          cfg.experiment.rows[3], 1)  # fmt: skip
     head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
     torch.manual_seed(0)
-    coloc.colocalise_run(run_cfg, tmp_path / "true", head)
+    chosen = coloc.colocalise_run(run_cfg, tmp_path / "true", head)["chosen_start"]
     real = coloc.class_images
 
     def shuffled_boxes(*args):
@@ -392,7 +396,7 @@ def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path
 
     monkeypatch.setattr(coloc, "class_images", shuffled_boxes)
     torch.manual_seed(0)
-    coloc.colocalise_run(run_cfg, tmp_path / "shuffled", head)
+    assert coloc.colocalise_run(run_cfg, tmp_path / "shuffled", head)["chosen_start"] == chosen
     kept = [torch.load(tmp_path / d / "boxes.pt") for d in ("true", "shuffled")]
     torch.testing.assert_close(kept[1]["boxes"], kept[0]["boxes"], rtol=0, atol=0)
     assert not torch.equal(kept[1]["true"], kept[0]["true"])
@@ -472,3 +476,45 @@ def test_late_negatives_take_the_windows_side(compose_cfg, smoke, tmp_path, monk
     head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
     coloc.colocalise_run(run_cfg, tmp_path / "run", head)
     assert rules == [None, None, "window", "window"]
+
+
+def test_several_starts_keep_the_lowest_class_loss_and_resume_mid_start(
+        compose_cfg, smoke, tmp_path, monkeypatch):  # fmt: skip
+    from stn_repro import coloc, signals
+    from stn_repro.experiment import compose_run
+
+    cfg = compose_cfg("experiment=table5_coloc_t")
+    given = [*smoke, "experiment=table5_coloc_t", "coloc.iterations=4", "coloc.log_every=2"]
+
+    def run_cfg(starts: int):
+        return compose_run([*given, f"coloc.starts={starts}"], cfg.experiment.rows[3], 1)
+
+    head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
+    whole = coloc.colocalise_run(run_cfg(3), tmp_path / "whole", head)
+    losses = whole["start_losses"]
+    assert len(set(losses)) == 3 and whole["chosen_start"] == losses.index(min(losses))
+    # Start 0 is the single-start run: several starts only add optimisations after it.
+    single = coloc.colocalise_run(run_cfg(1), tmp_path / "single", head)
+    assert single["start_losses"] == losses[:1] and single["chosen_start"] == 0
+    # Stopped in the middle of start 1 (its step 2, the run's 6th), resumed: the same result.
+    real_loss, steps = coloc.coloc_loss, []
+
+    def stop_at_step_6(*args):
+        steps.append(1)
+        if len(steps) == 6:
+            signals.STOP.request()
+        return real_loss(*args)
+
+    monkeypatch.setattr(coloc, "coloc_loss", stop_at_step_6)
+    with pytest.raises(signals.Interrupted, match="at step 2 of"):
+        coloc.colocalise_run(run_cfg(3), tmp_path / "stopped", head)
+    resumed = coloc.colocalise_run(run_cfg(3), tmp_path / "stopped", head)
+    assert len(steps) == 12  # the remaining 6 steps only
+    same = ("localised_pct", "mean_iou", "start_losses", "chosen_start")
+    assert {k: resumed[k] for k in same} == {k: whole[k] for k in same}
+    # The choice is the class loss's alone.
+    monkeypatch.setattr(coloc, "coloc_loss", real_loss)
+    fake = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(coloc, "class_loss", lambda *args: next(fake))
+    chosen = coloc.colocalise_run(run_cfg(3), tmp_path / "fake", head)
+    assert chosen["start_losses"] == [3.0, 1.0, 2.0] and chosen["chosen_start"] == 1
