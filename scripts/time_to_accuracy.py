@@ -8,9 +8,12 @@ Each row's curve is read from the run directory of the row's config as the exper
 it with these settings (overrides as on the experiment's command line, e.g.
 ``dataset.params.moved=frame``), so runs of other configs beside it are never drawn. Writes the
 figure and, beside it, a Markdown table (.md) of each row's last error and the minutes it took
-to reach the paper's number; prints the table. Runs still training are drawn from their last
-checkpoint. Tune on validation digits (``dataset.validation=5000``): without them the curve
-follows the test digits, which must then only be reported, never tuned on.
+to reach the paper's number, and the curve record (.json): a later call draws a row whose run
+is not on its machine from the record when the record holds the run of the same config (rows
+trained on different machines make one figure). Prints the table. Runs still training are
+drawn from their last checkpoint. Tune on validation digits (``dataset.validation=5000``):
+without them the curve follows the test digits, which must then only be reported, never
+tuned on.
 """
 
 import argparse
@@ -19,7 +22,8 @@ from pathlib import Path
 from stn_repro.config import CONF_DIR
 from stn_repro.errors import UserError
 from stn_repro.experiment import row_run_dirs
-from stn_repro.report.time_to_accuracy import column_curves, draw, summary
+from stn_repro.files import CorruptFile
+from stn_repro.report.time_to_accuracy import column_curves, draw, summary, write_record
 from stn_repro.schema import hydra_initialised
 
 
@@ -44,17 +48,24 @@ def main(argv: list[str]) -> Path:
             exp, seed_dirs = row_run_dirs(chosen, args.seed)
     except UserError as err:
         raise SystemExit(f"time_to_accuracy: error: {err}") from None
-    curves = column_curves(exp, seed_dirs)
-    if not curves:
-        raise SystemExit(f"no run of {args.experiment} ({args.schedule}, seed {args.seed}) has "
-                         f"recorded a curve under {args.outputs / 'runs'}")  # fmt: skip
     out = args.out or (args.outputs / "figures" /
                        f"time_to_accuracy-{args.experiment}-{args.schedule}.png")  # fmt: skip
+    record = out.with_suffix(".json")
+    try:
+        curves = column_curves(exp, seed_dirs, record)
+    except CorruptFile as err:
+        raise SystemExit(f"time_to_accuracy: error: {err}") from None
+    if not curves:
+        raise SystemExit(f"no run of {args.experiment} ({args.schedule}, seed {args.seed}) "
+                         f"has a curve under {args.outputs / 'runs'} or in {record}")  # fmt: skip
     title = f"{exp.table} {exp.column}: {args.schedule}, seed {args.seed}"
     draw(curves, title, out)
     table = summary(curves)
     out.with_suffix(".md").write_text(f"# {title}\n\n{table}\n")
+    write_record(curves, record)
     print(table)
+    if from_record := [c.row for c in curves if c.recorded]:
+        print(f"from the curve record {record} (runs not here): {', '.join(from_record)}")
     print(f"figure: {out}")
     return out
 

@@ -52,6 +52,39 @@ def test_a_smoke_column_draws_its_figure_and_table(compose_cfg, smoke, tmp_path)
     assert (curves[0].split, curves[0].finished, len(curves[0].points)) == ("val", False, 2)
 
 
+def test_the_curve_record_draws_rows_whose_runs_are_elsewhere(compose_cfg, smoke, tmp_path):
+    import pytest
+    from hydra import compose
+
+    from stn_repro.cli import run
+
+    overrides = [*smoke, "experiment=table1_tc", "experiment.seeds=[1]", "dataset.validation=20",
+                 "schedule.log.eval_every=2"]  # fmt: skip
+    for row in ("row=FCN", "row=CNN"):
+        run(compose("config", overrides=[*overrides, row]), [*overrides, row])
+    outputs = tmp_path / "outputs"
+    args = ["table1_tc", "--schedule", "smoke", "--outputs", str(outputs),
+            "dataset.validation=20", "schedule.log.eval_every=2"]  # fmt: skip
+    script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
+    record = script["main"](args).with_suffix(".json")
+    exp, seed_dirs = row_run_dirs(overrides, 1)
+    shutil.rmtree(seed_dirs["CNN"])  # the CNN's run went with another machine
+    curves = column_curves(exp, seed_dirs, record)
+    assert [(c.row, c.recorded) for c in curves] == [("FCN", False), ("CNN", True)]
+    assert curves[1].points == json.loads(record.read_text())["curves"][1]["points"]
+    # Another config of the row (here: an edited hash) is never taken from the record.
+    data = json.loads(record.read_text())
+    data["curves"][1]["run"] = data["curves"][1]["run"].replace("/seed1", "x/seed1")
+    data.pop("checksum")
+    from stn_repro.files import write_json
+
+    write_json(record, data)
+    assert [c.row for c in column_curves(exp, seed_dirs, record)] == ["FCN"]
+    record.write_text(record.read_text().replace("FCN", "XXX"))  # altered by hand
+    with pytest.raises(SystemExit, match="time_to_accuracy: error: curve record .* checksum"):
+        script["main"](args)
+
+
 def test_an_unknown_experiment_is_one_line(tmp_path):
     import pytest
 

@@ -5,16 +5,21 @@ Reads the curve every run records (``metrics.json``'s ``curve``, or an unfinishe
 checkpoint), one run per row: the run directory the caller names for it (the one the row's
 composed config trains in: ``experiment.row_run_dirs``). Draws one figure per column (log error
 axis) and a Markdown table of the minutes each row took to reach its paper number.
+
+A curve record (JSON, written beside the figure) keeps the curves drawn, each with its run's
+identity (``<experiment>/<schedule>/<row>/<config hash>/seed<k>``), so a column whose rows
+trained on different machines is drawn whole: a row with no run here is taken from the record
+when the record holds the run of the same config, never one of another config.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..files import CorruptFile, read_json
+from ..files import CorruptFile, read_json, write_json
 from ..runs import read_checkpoint
 from .paper import paper_value
 
@@ -26,6 +31,8 @@ class RowCurve:
     split: str  # the split the curve follows: val or test
     points: list[dict]  # {"iteration", "seconds", "images", "error"}
     finished: bool
+    run: str = ""  # the run's identity: <experiment>/<schedule>/<row>/<config hash>/seed<k>
+    recorded: bool = False  # taken from a curve record: the run is not on this machine
 
     def minutes_to_paper(self) -> float | None:
         """Training minutes to the first point at or below the paper's number (None: never)."""
@@ -53,17 +60,46 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
     return ckpt.get("curve", []), "val" if held else "test", False
 
 
-def column_curves(exp: DictConfig, seed_dirs: dict[str, Path]) -> list[RowCurve]:
+def run_identity(seed_dir: Path) -> str:
+    """``<experiment>/<schedule>/<row>/<config hash>/seed<k>``: the same on every machine."""
+    return "/".join(seed_dir.parts[-5:])
+
+
+def column_curves(exp: DictConfig, seed_dirs: dict[str, Path],
+                  record: Path | None = None) -> list[RowCurve]:  # fmt: skip
     """A :class:`RowCurve` per row of ``exp`` whose run directory (``seed_dirs[row name]``)
-    has recorded a curve, in the table's row order."""
+    has recorded a curve, else whose run the curve ``record`` holds, in the table's row
+    order."""
+    kept = {c.run: c for c in read_record(record)} if record else {}
     curves = []
     for row in exp.rows:
-        found = read_curve(seed_dirs[row.name]) if row.name in seed_dirs else None
+        if row.name not in seed_dirs:
+            continue
+        run = run_identity(seed_dirs[row.name])
+        found = read_curve(seed_dirs[row.name])
         if found and found[0]:
             points, split, finished = found
             paper = paper_value(exp.table, row.name, exp.column)
-            curves.append(RowCurve(row.name, paper, split, points, finished))
+            curves.append(RowCurve(row.name, paper, split, points, finished, run))
+        elif run in kept:
+            curves.append(kept[run])
     return curves
+
+
+def write_record(curves: list[RowCurve], path: Path) -> Path:
+    """The curves as JSON (atomic, checksummed), every one marked as recorded."""
+    write_json(path, {"curves": [asdict(c) | {"recorded": True} for c in curves]})
+    return path
+
+
+def read_record(path: Path) -> list[RowCurve]:
+    """The curves of a record ``write_record`` wrote; none when there is no record yet."""
+    if not path.exists():
+        return []
+    try:
+        return [RowCurve(**c) for c in read_json(path)["curves"]]
+    except (CorruptFile, KeyError, TypeError) as err:
+        raise CorruptFile(f"curve record {path}: {err}") from None
 
 
 def draw(curves: list[RowCurve], title: str, path: Path) -> Path:
