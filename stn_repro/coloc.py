@@ -164,6 +164,35 @@ def negative_scales(co: DictConfig, windows: Tensor, generator: torch.Generator,
     return torch.full((b,), float(co.random_crop_scale))
 
 
+def features(co: DictConfig, encoder: nn.Module, x: Tensor) -> Tensor:
+    """e(x): the encoder's features ``(B, F)``, unit length with ``co.normalise_features``."""
+    f = encoder(x)
+    return F.normalize(f, dim=1) if co.normalise_features else f
+
+
+def hinge(co: DictConfig, encoder: nn.Module, anchor: Tensor, pos: Tensor, images: Tensor,
+          windows: Tensor, generator: torch.Generator, negatives: int,
+          negative_scale: str | None = None, all_pairs: bool = False) -> Tensor:  # fmt: skip
+    """A.2's hinge ``max(0, pos - neg + margin)``, averaged: ``anchor`` (A, F) the features of
+    the windows ``windows`` (A, 3) on ``images`` (A, C, H, W), ``pos`` (A, M) their squared
+    distances to the partners' features, ``neg`` those to ``negatives`` random crops of the
+    same images (sides by ``negative_scale``, default ``co.negative_scale``). With
+    ``all_pairs`` the partners are the anchors themselves (``pos`` (A, A)) and the pairs
+    ``(n, n)`` are left out."""
+    scales = negative_scales(co, windows, generator, negative_scale)
+    neg = torch.stack([(anchor - features(co, encoder, random_crops(images, scales, generator))
+                        ).pow(2).sum(1) for _ in range(negatives)], dim=1)  # (A, R)  # fmt: skip
+    terms = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (A, M, R)
+    if all_pairs:
+        return terms[~torch.eye(len(anchor), dtype=torch.bool, device=terms.device)].mean()
+    return terms.mean()
+
+
+def windows_of(st: SpatialTransformer, theta: Tensor) -> Tensor:
+    """The windows ``(B, 3)`` (scale, x, y) that thetas stand for."""
+    return st.transform.window(theta) if isinstance(st.transform, BoundedAttention) else theta
+
+
 def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, images: Tensor,
                blurred: Tensor | None, generator: torch.Generator,
                negative_scale: str | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
@@ -174,38 +203,32 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     ordered pair of them (the paper's sum over all ``m != n``, within the batch)."""
     n = len(images)
 
-    def embed(x: Tensor) -> Tensor:
-        f = encoder(x)
-        return F.normalize(f, dim=1) if co.normalise_features else f
-
     def crop(i: Tensor) -> tuple[Tensor, Tensor]:
         return window_crops(st, images[i], None if blurred is None else blurred[i])
 
     if co.pairing == "all":
         a = torch.randperm(n, generator=generator)[: min(co.batch, n)]
         crops, theta = crop(a)
-        anchor = embed(crops)  # (K, F)
+        anchor = features(co, encoder, crops)  # (K, F)
         partner = anchor.detach() if co.stop_partner_gradient else anchor
         pos = squared_distances(anchor, partner)  # (K, K): pair (n, m)
     else:
         a = torch.randint(0, n, (co.batch,), generator=generator)
         b = (a + torch.randint(1, n, (co.batch,), generator=generator)) % n  # b != a
         crops, theta = crop(a)
-        anchor = embed(crops)
+        anchor = features(co, encoder, crops)
         with torch.set_grad_enabled(not co.stop_partner_gradient):
-            partner = embed(crop(b)[0])
+            partner = features(co, encoder, crop(b)[0])
         pos = (anchor - partner).pow(2).sum(1, keepdim=True)  # (P, 1)
-    windows = theta
-    if isinstance(st.transform, BoundedAttention):
-        windows = st.transform.window(windows)
-    scales = negative_scales(co, windows, generator, negative_scale)
-    neg = torch.stack([(anchor - embed(random_crops(images[a], scales, generator))).pow(2).sum(1)
-                       for _ in range(co.negatives)], dim=1)  # (A, R)  # fmt: skip
-    hinge = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (A, M, R)
-    if co.pairing == "all":  # drop the pairs (n, n)
-        keep = ~torch.eye(len(a), dtype=torch.bool, device=hinge.device)
-        return hinge[keep].mean(), theta
-    return hinge.mean(), theta
+    loss = hinge(co, encoder, anchor, pos, images[a], windows_of(st, theta), generator,
+                 co.negatives, negative_scale, all_pairs=co.pairing == "all")  # fmt: skip
+    return loss, theta
+
+
+def final_negative_scale(co: DictConfig) -> str | None:
+    """The random crops' sides at the last step: the window's with ``window_negatives_from``
+    below 1, else ``co.negative_scale`` (None)."""
+    return "window" if co.window_negatives_from < 1 else None
 
 
 @torch.no_grad()
@@ -213,18 +236,15 @@ def class_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
                seed: int, negatives: int = 4) -> float:  # fmt: skip
     """The loss over the whole class, one seeded draw of random crops for every start of a
     run: A.2's hinge for every ordered pair ``n != m`` of ``images``, with ``negatives``
-    random crops per image (sides by ``co.negative_scale``), averaged. It reads no box or
-    label, so it may choose between optimisations of the class (``coloc.starts``)."""
+    random crops per image (sides as at the last step: ``final_negative_scale``), averaged,
+    on the features the optimisation uses. It reads no box or label, so it may choose between
+    optimisations of the class (``coloc.starts``)."""
     generator = torch.Generator().manual_seed(seed)
     crops, theta = st(images)
-    anchor = encoder(crops)  # (N, F)
-    windows = st.transform.window(theta) if isinstance(st.transform, BoundedAttention) else theta
+    anchor = features(co, encoder, crops)  # (N, F)
     pos = squared_distances(anchor, anchor)  # (N, N)
-    scales = negative_scales(co, windows, generator)
-    neg = torch.stack([(anchor - encoder(random_crops(images, scales, generator))).pow(2).sum(1)
-                       for _ in range(negatives)], dim=1)  # (N, R)  # fmt: skip
-    hinge = (pos[:, :, None] - neg[:, None, :] + co.margin).clamp(min=0)  # (N, N, R)
-    return hinge[~torch.eye(len(images), dtype=torch.bool, device=hinge.device)].mean().item()
+    return hinge(co, encoder, anchor, pos, images, windows_of(st, theta), generator, negatives,
+                 final_negative_scale(co), all_pairs=True).item()  # fmt: skip
 
 
 def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Optimizer, object | None]:

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import only
 
 from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
@@ -299,7 +300,6 @@ def test_a_stopped_colocalisation_resumes_from_its_checkpoint_to_the_same_result
         compose_cfg, smoke, tmp_path, monkeypatch):  # fmt: skip
     # The run's life is training's (lifecycle): a stop signal checkpoints after its step, and
     # the next launch goes on from there to what one uninterrupted run gives, bit for bit.
-    import pytest
 
     from stn_repro import coloc, signals
     from stn_repro.experiment import compose_run
@@ -340,8 +340,6 @@ def test_the_loss_as_written_is_a2s_formula_on_a_hand_made_batch(monkeypatch):
     e(I_n^rand)||^2 + alpha), with hand-made embeddings of each image's window and random crop."""
     from types import SimpleNamespace
 
-    import pytest
-
     from stn_repro import coloc
 
     n, alpha = 5, 1.5
@@ -371,6 +369,35 @@ def test_the_loss_as_written_is_a2s_formula_on_a_hand_made_batch(monkeypatch):
     b = (a + torch.randint(1, n, (7,), generator=drawn)) % n
     loss, _ = coloc.coloc_loss(co, st, Flat(), images, None, torch.Generator().manual_seed(3))
     assert (a != b).all() and loss.item() == pytest.approx(terms[a, b].mean().item())
+
+
+def test_the_whole_class_loss_is_the_optimised_formula_over_every_pair(monkeypatch):
+    """``class_loss`` (which chooses between starts) is A.2's mean term over every pair m != n,
+    on the same features the optimisation uses (unit length with ``normalise_features``)."""
+    from types import SimpleNamespace
+
+    from stn_repro import coloc
+
+    n, alpha = 5, 1.5
+    g = torch.Generator().manual_seed(1)
+    window, rand = torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g)
+    images = torch.arange(n).float().view(n, 1, 1, 1).expand(n, 1, 4, 4)  # image n holds n
+
+    def which(x):
+        return x[:, 0, 0, 0].long()
+
+    class Windows(SimpleNamespace):  # the transformer: image n's window embeds as window[n]
+        def __call__(self, x):
+            return window[which(x)], torch.zeros(len(x), 3)
+
+    monkeypatch.setattr(coloc, "random_crops", lambda x, scale, generator: rand[which(x)])
+    for unit in (False, True):
+        w, r = (F.normalize(window, dim=1), F.normalize(rand, dim=1)) if unit else (window, rand)
+        terms = ((w[:, None] - w[None]).pow(2).sum(2) - (w - r).pow(2).sum(1)[:, None]
+                 + alpha).clamp(min=0)  # fmt: skip
+        co = coloc_options(margin=alpha, normalise_features=unit)
+        loss = coloc.class_loss(co, Windows(transform=Attention()), Flat(), images, 0, 2)
+        assert loss == pytest.approx(terms[~torch.eye(n, dtype=torch.bool)].mean().item())
 
 
 @pytest.mark.parametrize("starts", [1, 3])
@@ -433,7 +460,6 @@ def test_an_encoder_of_larger_images_sees_the_crop_centred_on_black_canvas(compo
 
 def test_an_encoder_that_cannot_take_the_padded_crops_stops_in_one_line(
         compose_cfg, smoke, tmp_path):  # fmt: skip
-    import pytest
 
     from stn_repro import coloc
     from stn_repro.errors import UserError
