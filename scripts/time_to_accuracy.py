@@ -19,8 +19,8 @@ tuned on.
 import argparse
 from pathlib import Path
 
+from stn_repro.cli import check_arguments, explain
 from stn_repro.config import CONF_DIR
-from stn_repro.errors import UserError
 from stn_repro.experiment import row_run_dirs
 from stn_repro.files import CorruptFile
 from stn_repro.report.time_to_accuracy import column_curves, draw, summary, write_record
@@ -44,12 +44,20 @@ def main(argv: list[str]) -> Path:
     chosen = [*overrides, f"experiment={args.experiment}", f"schedule={args.schedule}",
               f"paths.output_dir={args.outputs.resolve()}"]  # fmt: skip
     try:
+        for given in overrides:
+            if (key := given.split("=", 1)[0].lstrip("+~")) in ("experiment", "schedule", "seed"):
+                option = f"--{key}" if key != "experiment" else "the first argument"
+                raise SystemExit(f"time_to_accuracy: error: {given}: give the {key} as {option}")
+        check_arguments(chosen)
         with hydra_initialised():
             exp, seed_dirs = row_run_dirs(chosen, args.seed)
-    except UserError as err:
-        raise SystemExit(f"time_to_accuracy: error: {err}") from None
+    except Exception as err:  # one line for what the user can fix, else the traceback
+        if (message := explain(err)) is None:
+            raise
+        raise SystemExit(f"time_to_accuracy: error: {message}") from None
+    seed = "" if args.seed == 1 else f"-seed{args.seed}"
     out = args.out or (args.outputs / "figures" /
-                       f"time_to_accuracy-{args.experiment}-{args.schedule}.png")  # fmt: skip
+                       f"time_to_accuracy-{args.experiment}-{args.schedule}{seed}.png")  # fmt: skip
     record = out.with_suffix(".json")
     try:
         curves = column_curves(exp, seed_dirs, record)

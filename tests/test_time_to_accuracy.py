@@ -8,7 +8,7 @@ import shutil
 
 from stn_repro.config import PACKAGE_ROOT
 from stn_repro.experiment import row_run_dirs
-from stn_repro.report.time_to_accuracy import RowCurve, column_curves
+from stn_repro.report.time_to_accuracy import RowCurve, column_curves, read_record, write_record
 
 
 def test_minutes_to_the_paper_are_read_off_the_first_point_at_or_below_it():
@@ -68,13 +68,20 @@ def test_the_curve_record_draws_rows_whose_runs_are_elsewhere(compose_cfg, smoke
     script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
     record = script["main"](args).with_suffix(".json")
     exp, seed_dirs = row_run_dirs(overrides, 1)
+    # Another seed's curve in the record survives a redraw of seed 1.
+    other_seed = RowCurve("FCN", 13.2, "val", [{"iteration": 1, "seconds": 1.0, "images": 1,
+                          "error": 50.0}], True, "table1_tc/smoke/fcn/abcd1234/seed2")  # fmt: skip
+    write_record([other_seed], record)
+    script["main"](args)
+    assert [c.run for c in read_record(record)][0] == other_seed.run
+    assert len(read_record(record)) == 3
     shutil.rmtree(seed_dirs["CNN"])  # the CNN's run went with another machine
     curves = column_curves(exp, seed_dirs, record)
     assert [(c.row, c.recorded) for c in curves] == [("FCN", False), ("CNN", True)]
-    assert curves[1].points == json.loads(record.read_text())["curves"][1]["points"]
+    assert curves[1].points == {c.run: c for c in read_record(record)}[curves[1].run].points
     # Another config of the row (here: an edited hash) is never taken from the record.
     data = json.loads(record.read_text())
-    data["curves"][1]["run"] = data["curves"][1]["run"].replace("/seed1", "x/seed1")
+    data["curves"][2]["run"] = data["curves"][2]["run"].replace("/seed1", "x/seed1")
     data.pop("checksum")
     from stn_repro.files import write_json
 
@@ -91,3 +98,7 @@ def test_an_unknown_experiment_is_one_line(tmp_path):
     script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
     with pytest.raises(SystemExit, match="no experiment 'table1_xx' .choose from fig_3d"):
         script["main"](["table1_xx", "--outputs", str(tmp_path)])
+    with pytest.raises(SystemExit, match="dataset.validatoin: not a setting"):
+        script["main"](["table1_rts", "--outputs", str(tmp_path), "dataset.validatoin=20"])
+    with pytest.raises(SystemExit, match="schedule=paper: give the schedule as --schedule"):
+        script["main"](["table1_rts", "--outputs", str(tmp_path), "schedule=paper"])

@@ -87,8 +87,11 @@ def column_curves(exp: DictConfig, seed_dirs: dict[str, Path],
 
 
 def write_record(curves: list[RowCurve], path: Path) -> Path:
-    """The curves as JSON (atomic, checksummed), every one marked as recorded."""
-    write_json(path, {"curves": [asdict(c) | {"recorded": True} for c in curves]})
+    """The curves as JSON (atomic, checksummed), every one marked as recorded, beside the
+    record's curves of other runs (other seeds, other configs), which are kept."""
+    drawn = {c.run for c in curves}
+    kept = [c for c in read_record(path) if c.run not in drawn]
+    write_json(path, {"curves": [asdict(c) | {"recorded": True} for c in [*kept, *curves]]})
     return path
 
 
