@@ -61,7 +61,8 @@ def read_curve(seed_dir: Path) -> tuple[list[dict], str, bool] | None:
 
 
 def run_identity(seed_dir: Path) -> str:
-    """``<experiment>/<schedule>/<row>/<config hash>/seed<k>``: the same on every machine."""
+    """``<experiment>/<schedule>/<row slug>/<config hash>/seed<k>`` (the last five parts of the
+    run directory ``config.run_dir`` names): the same on every machine."""
     return "/".join(seed_dir.parts[-5:])
 
 
