@@ -225,10 +225,10 @@ def coloc_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
     return loss, theta
 
 
-def final_negative_scale(co: DictConfig) -> str | None:
-    """The random crops' sides at the last step: the window's with ``window_negatives_from``
-    below 1, else ``co.negative_scale`` (None)."""
-    return "window" if co.window_negatives_from < 1 else None
+def negative_rule(co: DictConfig, step: int, end: int) -> str | None:
+    """The random crops' sides at ``step`` of ``end``: the window's after the fraction
+    ``co.window_negatives_from`` of the steps, else ``co.negative_scale`` (None)."""
+    return "window" if step > co.window_negatives_from * end else None
 
 
 @torch.no_grad()
@@ -236,15 +236,16 @@ def class_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, image
                seed: int, negatives: int = 4) -> float:  # fmt: skip
     """The loss over the whole class, one seeded draw of random crops for every start of a
     run: A.2's hinge for every ordered pair ``n != m`` of ``images``, with ``negatives``
-    random crops per image (sides as at the last step: ``final_negative_scale``), averaged,
+    random crops per image (sides as at the last step: ``negative_rule``), averaged,
     on the features the optimisation uses. It reads no box or label, so it may choose between
     optimisations of the class (``coloc.starts``)."""
     generator = torch.Generator().manual_seed(seed)
     crops, theta = st(images)
     anchor = features(co, encoder, crops)  # (N, F)
     pos = squared_distances(anchor, anchor)  # (N, N)
+    end = int(co.iterations)
     return hinge(co, encoder, anchor, pos, images, windows_of(st, theta), generator, negatives,
-                 final_negative_scale(co), all_pairs=True).item()  # fmt: skip
+                 negative_rule(co, end, end), all_pairs=True).item()  # fmt: skip
 
 
 def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Optimizer, object | None]:
@@ -338,9 +339,8 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
 
         for step in range(first + 1, end + 1):
             logged = k * end + step
-            late = step > co.window_negatives_from * end  # random crops at the window's side
             loss, theta = coloc_loss(co, st, encoder, images, blurred, gen,
-                                     "window" if late else None)  # fmt: skip
+                                     negative_rule(co, step, end))  # fmt: skip
             if not torch.isfinite(loss):
                 raise UserError(f"the co-localisation loss became {loss.item()}; lower coloc.lr")
             theta.retain_grad()
