@@ -1,5 +1,6 @@
 """Pose recovery measures against known answers: exact inverses leave nothing, the identity
-leaves the input's spread, the generators' distortions undo their images, TPS affine parts."""
+leaves the input's spread, the generators' distortions undo their images, TPS warps read at
+the output's centre."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from stn_repro.report.pose import (
     pose_recovery,
     spreads,
     to_homogeneous,
-    tps_affine_part,
+    tps_at_centre,
     transform_matrices,
 )
 from stn_repro.st import Affine, Projective, ThinPlateSpline, sample
@@ -130,11 +131,29 @@ def test_the_spread_of_a_known_translation_and_scale():
     assert found["rotation_deg"] == pytest.approx(0, abs=1e-6)
 
 
-def test_a_tps_through_an_affine_map_has_exactly_that_affine_part():
+def test_a_tps_through_an_affine_map_is_that_map_at_the_centre():
     tps = ThinPlateSpline(16)
     a = torch.tensor([[[0.9, -0.2, 0.1], [0.3, 1.1, -0.05]]], dtype=torch.float64)
     points = tps.control_points.double()
     theta = (points @ a[0, :, :2].T + a[0, :, 2]).flatten()[None]
-    torch.testing.assert_close(tps_affine_part(tps, theta), a)
+    torch.testing.assert_close(tps_at_centre(tps, theta), a)
     torch.testing.assert_close(transform_matrices(tps, theta), to_homogeneous(a))
     torch.testing.assert_close(transform_matrices(Affine(), a.flatten(1)), to_homogeneous(a))
+
+
+def test_a_bent_tps_at_the_centre_has_the_splines_value_and_jacobian_there():
+    """Against the sampling grid itself: its middle pixel (odd side) is the output's centre, and
+    central differences of its neighbours give the Jacobian."""
+    torch.manual_seed(0)
+    tps = ThinPlateSpline(16)
+    theta = tps.identity_params().double()[None] + 0.15 * torch.randn(3, 32, dtype=torch.float64)
+    side = 401
+    grid = tps.grid(theta, (side, side))  # (N, H, W, 2): source (x, y) per output pixel
+    mid, step = side // 2, 2.0 / side
+    jacobian = torch.stack([(grid[:, mid, mid + 1] - grid[:, mid, mid - 1]) / (2 * step),
+                            (grid[:, mid + 1, mid] - grid[:, mid - 1, mid]) / (2 * step)], 2)
+    found = tps_at_centre(tps, theta)
+    torch.testing.assert_close(found[:, :, 2], grid[:, mid, mid], atol=1e-9, rtol=0)
+    torch.testing.assert_close(found[:, :, :2], jacobian, atol=1e-4, rtol=0)
+    affine_part = tps._inverse[16:] @ theta.view(3, 16, 2)  # (N, 3, 2): rows for 1, x, y
+    assert (found[:, :, 2] - affine_part[:, 0]).abs().max() > 0.01  # the bending counts

@@ -38,23 +38,33 @@ from ..st.transforms import MatrixTransform, Projective, ThinPlateSpline, Transf
 PIXELS = DIGIT / 2  # digit pixels per normalised unit
 
 
-def tps_affine_part(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
-    """The affine component ``(N, 2, 3)`` of thin plate spline warps ``theta`` ``(N, 2K)``: the
-    spline is that affine map plus a bending term with no affine component."""
+def tps_at_centre(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
+    """Thin plate spline warps ``theta`` ``(N, 2K)`` to first order at the output's centre,
+    ``(N, 2, 3)``: the affine map with the spline's value and Jacobian there. The spreads read a
+    transform only there (its value and Jacobian), so for them this is the spline itself; the
+    corners measure sees the spline through this linearisation."""
     targets = theta.double().view(len(theta), -1, 2)  # (N, K, 2)
     k = tps.num_control_points
-    coeffs = tps._inverse[k:].to(targets) @ targets  # (3, K) @ (N, K, 2): rows for 1, x, y
-    return coeffs[:, [1, 2, 0]].transpose(1, 2)  # (N, 2, 3): [[a_x, b_x, c], [a_y, b_y, c]]
+    coeffs = tps._inverse.to(targets) @ targets  # (N, K + 3, 2): bending weights w_k; 1, x, y
+    d = -tps.control_points.double()  # the centre minus each control point, (K, 2)
+    r2 = d.square().sum(1)
+    log_r2 = torch.log(r2.clamp(min=1e-30))
+    u = torch.where(r2 > 0, r2 * log_r2, 0.0)  # U(|d|), (K,)
+    grad_u = torch.where(r2 > 0, 2 * (log_r2 + 1), 0.0)[:, None] * d  # dU/dp, (K, 2)
+    w = coeffs[:, :k]
+    value = torch.einsum("k,nki->ni", u, w) + coeffs[:, k]
+    jacobian = torch.einsum("nki,kj->nij", w, grad_u) + coeffs[:, k + 1 :].transpose(1, 2)
+    return torch.cat([jacobian, value[..., None]], dim=2)
 
 
 def transform_matrices(transform: Transform, theta: Tensor) -> Tensor:
     """A 2D transformer's ``T`` ``(N, 3, 3)`` (output -> input) for theta ``(N, P)``; thin
-    plate splines by their affine part."""
+    plate splines to first order at the output's centre (``tps_at_centre``)."""
     theta = theta.detach().double().cpu()
     if isinstance(transform, Projective):
         return transform.matrix(theta)
     if isinstance(transform, ThinPlateSpline):
-        return to_homogeneous(tps_affine_part(transform, theta))
+        return to_homogeneous(tps_at_centre(transform, theta))
     if isinstance(transform, MatrixTransform) and transform.dim == 2:
         return to_homogeneous(transform.matrix(theta).double())
     raise ValueError(f"no pose measure for {type(transform).__name__} transforms")
@@ -225,7 +235,8 @@ def write_pose_table(rows: list[dict], output_dir, schedule: str):
         "spread over the test set of the distortion composed with the transformer's transform "
         "(residual), beside the distortion's own (input). Rotation: circular sd in degrees; "
         "log-scale: sd; translation and corners: RMS spread in pixels of the 28px digit. Thin "
-        "plate splines: their affine part. `stn_repro/report/pose.py` defines each measure.", "",
+        "plate splines: to first order at the output's centre. `stn_repro/report/pose.py` "
+        "defines each measure.", "",
         "| Column | Row | Seed | Test images | Transformer | Channel | Measure | Input | Residual "
         "| Removed |",
         "|---|---|---|---:|---|---|---|---:|---:|---:|",
