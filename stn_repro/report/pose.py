@@ -48,9 +48,9 @@ def tps_at_centre(tps: ThinPlateSpline, theta: Tensor) -> Tensor:
     coeffs = tps._inverse.to(targets) @ targets  # (N, K + 3, 2): bending weights w_k; 1, x, y
     d = -tps.control_points.double()  # the centre minus each control point, (K, 2)
     r2 = d.square().sum(1)
-    log_r2 = torch.log(r2.clamp(min=1e-30))
-    u = torch.where(r2 > 0, r2 * log_r2, 0.0)  # U(|d|), (K,)
-    grad_u = torch.where(r2 > 0, 2 * (log_r2 + 1), 0.0)[:, None] * d  # dU/dp, (K, 2)
+    u = tps.kernel(r2.sqrt())  # U(|d|), (K,)
+    slope = torch.where(r2 > 0, 2 * (torch.log(r2.clamp(min=1e-30)) + 1), 0.0)
+    grad_u = slope[:, None] * d  # dU/dp, (K, 2)
     w = coeffs[:, :k]
     value = torch.einsum("k,nki->ni", u, w) + coeffs[:, k]
     jacobian = torch.einsum("nki,kj->nij", w, grad_u) + coeffs[:, k + 1 :].transpose(1, 2)
