@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import DATA_DIR, only
 from hydra import compose
+from omegaconf import OmegaConf
 from torch import nn
 
 from stn_repro.cli import run
@@ -50,20 +51,18 @@ def test_a_probe_reads_a_linearly_coded_label_and_not_noise():
 
 
 def test_a_smoke_run_is_probed_on_its_validation_digits(compose_cfg, smoke, tmp_path, capsys):
-    overrides = [*smoke, "experiment=table4_addition", "row=CNN", "seed=1",
+    overrides = [*smoke, "experiment=table4_addition", "row=FCN", "seed=1",
                  "dataset.validation=300"]  # fmt: skip
     run(compose("config", overrides=overrides), overrides)
-    run_dir = only(tmp_path / "outputs" / "runs", "table4_addition/smoke/cnn/*/seed1")
+    run_dir = only(tmp_path / "outputs" / "runs", "table4_addition/smoke/fcn/*/seed1")
     [row] = PROBE["main"]([str(run_dir), "--pairs", "400", "--epochs", "1"])
     assert set(row) == {"run", "model sum", "probe digit ch0", "probe digit ch1", "probe sum"}
     assert all(0 <= v <= 100 for k, v in row.items() if k != "run")
     assert "| Probe: digit ch0 |" in capsys.readouterr().out
 
 
-def test_a_run_without_validation_digits_is_refused(compose_cfg, smoke, tmp_path):
-    overrides = [*smoke, "experiment=table4_addition", "row=FCN", "seed=1",
-                 "dataset.validation=0"]  # fmt: skip
-    run(compose("config", overrides=overrides), overrides)
-    run_dir = only(tmp_path / "outputs" / "runs", "table4_addition/smoke/fcn/*/seed1")
+def test_a_run_without_validation_digits_is_refused(compose_cfg, tmp_path):
+    cfg = compose_cfg("experiment=table4_addition", "row=FCN", "dataset.validation=0")
+    OmegaConf.save(cfg, tmp_path / "config.yaml")
     with pytest.raises(UserError, match="never read the test digits"):
-        PROBE["probe_run"](run_dir, 100, 1)
+        PROBE["probe_run"](tmp_path, 100, 1)
