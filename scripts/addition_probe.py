@@ -30,7 +30,8 @@ BATCH = 500
 
 
 def pairs(cfg, digits: Tensor, labels: Tensor, n: int, seed: int):
-    """``n`` addition inputs (float, [0, 1]) from ``digits``, with each channel's digit."""
+    """``n`` addition inputs (float, [0, 1]) drawn from ``digits`` as the run's generator draws
+    them, and their labels ``(n, 3)``: channel 0's digit, channel 1's digit, the sum."""
     rng = torch.Generator().manual_seed(seed)
     first = torch.randint(0, len(digits), (n,), generator=rng)
     p = cfg.dataset.params
@@ -42,8 +43,10 @@ def pairs(cfg, digits: Tensor, labels: Tensor, n: int, seed: int):
 
 @torch.no_grad()
 def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """The input of ``model``'s last linear layer (flattened) and its logits, for each input."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    """The input of the last linear layer of ``model``'s classifier head (``model.head``, else
+    the model: never a localisation network's), flattened, and the logits, for each input."""
+    head = getattr(model, "head", model)
+    last = [m for m in head.modules() if isinstance(m, nn.Linear)][-1]
     seen = []
     hook = last.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0].flatten(1)))
     try:

@@ -40,6 +40,23 @@ def test_features_are_the_input_of_the_last_linear_layer():
     assert not model[3]._forward_hooks  # the hook is gone afterwards
 
 
+def test_features_come_from_the_head_not_a_localisation_network():
+    class WithHead(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(8, 5), nn.ReLU(), nn.Linear(5, 3))
+            self.localisation = nn.Linear(8, 6)  # registered last: not what the head reads
+
+        def forward(self, x):
+            self.localisation(x.flatten(1))
+            return self.head(x)
+
+    model = WithHead()
+    x = torch.randn(4, 2, 2, 2)
+    features, _ = PROBE["features_and_logits"](model, x)
+    torch.testing.assert_close(features, torch.relu(model.head[1](x.flatten(1))))
+
+
 def test_a_probe_reads_a_linearly_coded_label_and_not_noise():
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 10, (3000,), generator=g)
