@@ -67,10 +67,17 @@ def test_a_probe_reads_a_linearly_coded_label_and_not_noise():
     assert error(noise[:2000], y[:2000], noise[2000:], y[2000:], epochs=100) > 80
 
 
-def test_a_smoke_run_is_probed_on_its_validation_digits(compose_cfg, smoke, tmp_path, capsys):
+def test_a_smoke_run_is_probed_on_its_validation_digits(compose_cfg, smoke, tmp_path, capsys,
+                                                        monkeypatch):  # fmt: skip
     overrides = [*smoke, "experiment=table4_addition", "row=FCN", "seed=1",
                  "dataset.validation=300"]  # fmt: skip
     run(compose("config", overrides=overrides), overrides)
+
+    def training_digits_only(data_dir, split):
+        assert split == "train", "the probes read the test digits"
+        return load_mnist(data_dir, split)
+
+    monkeypatch.setitem(PROBE["probe_run"].__globals__, "load_mnist", training_digits_only)
     run_dir = only(tmp_path / "outputs" / "runs", "table4_addition/smoke/fcn/*/seed1")
     [row] = PROBE["main"]([str(run_dir), "--pairs", "400", "--epochs", "1"])
     assert set(row) == {"run", "model sum", "probe digit ch0", "probe digit ch1", "probe sum"}
