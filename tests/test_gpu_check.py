@@ -62,3 +62,18 @@ def test_a_failing_measurement_is_recorded_and_the_others_go_on():
     assert gpu_check.measured(lambda: 1 / 0)["error"].startswith("ZeroDivisionError")
     with pytest.raises(gpu_check.OutOfTime):
         gpu_check.measured(lambda: (_ for _ in ()).throw(gpu_check.OutOfTime()))
+
+
+def test_the_budget_running_out_inside_a_library_that_wraps_it_still_stops_the_check():
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    OmegaConf.register_new_resolver("ring", lambda: (_ for _ in ()).throw(gpu_check.OutOfTime()),
+                                    replace=True)  # fmt: skip
+    cfg = OmegaConf.create({"x": "${ring:}"})
+    with pytest.raises(InterpolationResolutionError) as wrapped:
+        cfg.x  # noqa: B018  (resolving is the point)
+    assert gpu_check.ran_out(wrapped.value) and not gpu_check.ran_out(ValueError())
+    with pytest.raises(gpu_check.OutOfTime):
+        gpu_check.measured(lambda: cfg.x)
+    OmegaConf.clear_resolver("ring")
