@@ -67,6 +67,7 @@ def test_a_probe_reads_a_linearly_coded_label_and_not_noise():
     assert error(noise[:2000], y[:2000], noise[2000:], y[2000:], epochs=100) > 80
 
 
+@pytest.mark.slow  # trains a smoke run and reads all 60,000 training digits: 10-20 s
 def test_a_smoke_run_is_probed_on_its_validation_digits(compose_cfg, smoke, tmp_path, capsys,
                                                         monkeypatch):  # fmt: skip
     overrides = [*smoke, "experiment=table4_addition", "row=FCN", "seed=1",
