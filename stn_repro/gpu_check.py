@@ -72,7 +72,8 @@ def ran_out(err: BaseException | None) -> bool:
 
 @contextmanager
 def deadline(seconds: float):
-    """Raise OutOfTime in this (main) thread once ``seconds`` have passed."""
+    """Raise OutOfTime in this (main) thread once ``seconds`` have passed (also when a library
+    the alarm interrupted wrapped it in an error of its own)."""
 
     def expire(*_):
         raise OutOfTime
@@ -81,6 +82,10 @@ def deadline(seconds: float):
     signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
     try:
         yield
+    except Exception as err:
+        if ran_out(err) and not isinstance(err, OutOfTime):
+            raise OutOfTime from err
+        raise
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
@@ -480,9 +485,7 @@ def run(device: torch.device, budget_s: float, out: Path, smoke: bool = False,
                 check.save()
                 if "compile" in modes:  # last: compiling each model may take a minute
                     measure_modes(check, rows, speed_rows, ["compile"], device, steps)
-        except Exception as err:
-            if not ran_out(err):
-                raise
+        except OutOfTime:
             spent = time.perf_counter() - tic
             check.stopped = f"the {budget_s:g} s budget ran out after {spent:.0f} s"
     check.projection = projection(every, rows, rates)

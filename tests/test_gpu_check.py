@@ -76,4 +76,6 @@ def test_the_budget_running_out_inside_a_library_that_wraps_it_still_stops_the_c
     assert gpu_check.ran_out(wrapped.value) and not gpu_check.ran_out(ValueError())
     with pytest.raises(gpu_check.OutOfTime):
         gpu_check.measured(lambda: cfg.x)
+    with pytest.raises(gpu_check.OutOfTime), gpu_check.deadline(60):
+        cfg.x  # noqa: B018
     OmegaConf.clear_resolver("ring")
