@@ -15,8 +15,8 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``cfg.coloc`` are the ingredients docs/reproduction-notes.md describes (each off in
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
-stays active), ``min_scale``, ``lr_decay``, ``leaky_localisation``, ``localisation_units``,
-``encoder_input``, ``window_negatives_from``, ``starts``.
+stays active), ``min_scale``, ``max_scale``, ``lr_decay``, ``leaky_localisation``,
+``localisation_units``, ``encoder_input``, ``window_negatives_from``, ``starts``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -132,7 +132,7 @@ def make_transformer(co: DictConfig, shape: tuple[int, int, int]) -> SpatialTran
     start = torch.tensor([co.initial_scale, 0.0, 0.0])
     transform = Attention()
     if co.inside_canvas:
-        transform = BoundedAttention(co.min_scale)
+        transform = BoundedAttention(co.min_scale, co.max_scale)
         start = transform.params_for(start)
     return SpatialTransformer(transform, (DIGIT, DIGIT), loc, features, initial_theta=start)
 

@@ -41,7 +41,7 @@ before": left out of a run's identity at it, so earlier runs keep their hashes a
 COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that change no result
 # co-localisation keys added later, with their "as before"
 COLOC_LATER = {"optimizer": "adam", "localisation_units": 8, "encoder_input": 28,
-               "window_negatives_from": 1.0, "starts": 1}
+               "window_negatives_from": 1.0, "starts": 1, "max_scale": 1.0}
 
 
 def as_before(value, before) -> bool:

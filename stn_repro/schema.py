@@ -147,6 +147,7 @@ class Coloc:
     stop_partner_gradient: bool = False
     inside_canvas: bool = False
     min_scale: float = checked(lambda v: None if 0 < v < 1 else "must lie in (0, 1)")
+    max_scale: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]", 1.0)
     blur_sigma: float = checked(at_least(0))
     negatives: int = checked(at_least(1))
     negative_scale: str = checked(one_of("fixed", "window", "random"))
@@ -489,10 +490,13 @@ def validate(cfg: DictConfig) -> DictConfig:
             f"coloc.images_per_class={co.images_per_class}: must not exceed "
             f"coloc.pool_digits={co.pool_digits}"
         )
-    if co is not None and co.inside_canvas and not co.min_scale < co.initial_scale < 1:
+    if co is not None and co.inside_canvas and not co.min_scale < co.initial_scale < min(
+        co.max_scale, 1
+    ):
         raise UserError(
             f"coloc.initial_scale={co.initial_scale}: with coloc.inside_canvas the window "
-            f"starts strictly between coloc.min_scale={co.min_scale} and 1 (e.g. 0.95)"
+            f"starts strictly between coloc.min_scale={co.min_scale} and "
+            f"{'1 (e.g. 0.95)' if co.max_scale == 1 else f'coloc.max_scale={co.max_scale}'}"
         )
     out = OmegaConf.create(OmegaConf.to_container(checked_cfg))
     OmegaConf.set_struct(out, True)

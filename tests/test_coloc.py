@@ -180,6 +180,32 @@ def test_inside_canvas_window_never_leaves_the_canvas():
     torch.testing.assert_close(transform.window(theta), torch.tensor([[0.95, 0, 0]] * 2))
 
 
+def test_max_scale_caps_the_window_and_a_start_above_it_stops_in_one_line(compose_cfg):
+    from stn_repro.coloc import make_transformer
+    from stn_repro.errors import UserError
+    from stn_repro.st import BoundedAttention
+
+    transform = BoundedAttention(min_scale=0.333, max_scale=0.6)
+    theta = torch.cat([torch.randn(1000, 3) * 20, torch.tensor([[50.0, 50, -50]])])
+    boxes = attention_boxes(theta, (84, 84), transform)
+    sides = boxes[:, 2] - boxes[:, 0]
+    assert boxes.min() >= 0 and boxes.max() <= 84
+    assert sides.min() >= 0.333 * 84 - 1e-3 and sides.max() <= 0.6 * 84 + 1e-3
+    assert sides.max() > 0.59 * 84  # the cap is reached, not a tighter one
+    window = torch.tensor([[0.5, 0.2, -0.3]])
+    torch.testing.assert_close(transform.window(transform.params_for(window)), window)
+    with pytest.raises(ValueError, match="between 0.333 and 0.6"):
+        transform.params_for(torch.tensor([[0.7, 0.0, 0.0]]))
+    with pytest.raises(ValueError, match="min_scale < max_scale"):
+        BoundedAttention(min_scale=0.5, max_scale=0.4)
+    st = make_transformer(coloc_options(inside_canvas=True, min_scale=0.333, max_scale=0.6,
+                                        initial_scale=0.5), (1, 84, 84))  # fmt: skip
+    _, theta = st(torch.rand(2, 1, 84, 84))
+    torch.testing.assert_close(st.transform.window(theta), torch.tensor([[0.5, 0, 0]] * 2))
+    with pytest.raises(UserError, match="coloc.max_scale=0.5"):
+        compose_cfg("experiment=table5_coloc_t", "coloc.max_scale=0.5")  # recipe starts at 0.6
+
+
 def test_a_blank_window_gets_no_gradient_unless_through_the_blurred_copy():
     from torchvision.transforms.functional import gaussian_blur
 

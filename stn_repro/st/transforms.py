@@ -169,39 +169,46 @@ class BoundedAttention(Attention):
     """Attention whose window always lies inside the input, 3 unconstrained parameters.
 
     theta ``(B, 3)`` is ``(a, b_x, b_y)``, mapped to the window ``(s, t_x, t_y)`` of
-    :class:`Attention` by ``s = min_scale + (1 - min_scale) * sigmoid(a)`` and
-    ``t = (1 - s) * tanh(b)``: ``min_scale < s < 1`` and ``|t| < 1 - s``, so the window's edges
-    never pass the input's (and it is never empty of input, whatever the regressor outputs).
-    No theta gives the identity exactly, so, unlike the other transforms, ``identity_params()``
-    is only the nearest start: the centred window of scale ``max(0.95, (1 + min_scale) / 2)``
-    (``params_for`` gives any other). Not in ``TRANSFORMS``: build it directly.
+    :class:`Attention` by ``s = min_scale + (max_scale - min_scale) * sigmoid(a)`` and
+    ``t = (1 - s) * tanh(b)``: ``min_scale < s < max_scale <= 1`` and ``|t| < 1 - s``, so the
+    window's edges never pass the input's (and it is never empty of input, whatever the
+    regressor outputs). No theta gives the identity exactly, so, unlike the other transforms,
+    ``identity_params()`` is only the nearest start: the centred window of scale
+    ``max(max_scale - 0.05, (max_scale + min_scale) / 2)`` (``params_for`` gives any other).
+    Not in ``TRANSFORMS``: build it directly.
     """
 
-    def __init__(self, min_scale: float = 0.1):
+    def __init__(self, min_scale: float = 0.1, max_scale: float = 1.0):
         super().__init__()
-        if not 0 < min_scale < 1:
-            raise ValueError(f"BoundedAttention min_scale must lie in (0, 1), got {min_scale}")
+        if not 0 < min_scale < max_scale <= 1:
+            raise ValueError("BoundedAttention needs 0 < min_scale < max_scale <= 1, got "
+                             f"min_scale={min_scale}, max_scale={max_scale}")  # fmt: skip
         self.min_scale = float(min_scale)
+        self.max_scale = float(max_scale)
 
     def window(self, theta: Tensor) -> Tensor:
         """theta ``(B, 3)`` -> the window ``(s, t_x, t_y)`` ``(B, 3)`` it stands for."""
         self.check_theta(theta)
-        s = self.min_scale + (1 - self.min_scale) * torch.sigmoid(theta[:, :1])
+        span = self.max_scale - self.min_scale
+        s = self.min_scale + span * torch.sigmoid(theta[:, :1])
         return torch.cat([s, (1 - s) * torch.tanh(theta[:, 1:])], dim=1)
 
     def params_for(self, window: Tensor) -> Tensor:
         """The theta ``(..., 3)`` of windows ``(s, t_x, t_y)`` ``(..., 3)`` inside the input
-        (``min_scale < s < 1``, ``|t| < 1 - s``): the inverse of ``window``."""
+        (``min_scale < s < max_scale``, ``|t| < 1 - s``): the inverse of ``window``."""
         window = torch.as_tensor(window, dtype=torch.float32)
         s, t = window[..., :1], window[..., 1:]
-        if not ((s > self.min_scale) & (s < 1)).all() or not (t.abs() < 1 - s).all():
+        inside = (s > self.min_scale) & (s < self.max_scale)
+        if not inside.all() or not (t.abs() < 1 - s).all():
             raise ValueError(f"windows {window.tolist()} are not strictly inside the input "
-                             f"with a scale above {self.min_scale}")  # fmt: skip
-        return torch.cat([torch.logit((s - self.min_scale) / (1 - self.min_scale)),
+                             f"with a scale between {self.min_scale} and {self.max_scale}")
+        span = self.max_scale - self.min_scale
+        return torch.cat([torch.logit((s - self.min_scale) / span),
                           torch.atanh(t / (1 - s))], dim=-1)  # fmt: skip
 
     def identity_params(self) -> Tensor:
-        return self.params_for(torch.tensor([max(0.95, (1 + self.min_scale) / 2), 0.0, 0.0]))
+        scale = max(self.max_scale - 0.05, (self.max_scale + self.min_scale) / 2)
+        return self.params_for(torch.tensor([scale, 0.0, 0.0]))
 
     def matrix(self, theta: Tensor) -> Tensor:
         return super().matrix(self.window(theta))
