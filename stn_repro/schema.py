@@ -490,9 +490,7 @@ def validate(cfg: DictConfig) -> DictConfig:
             f"coloc.images_per_class={co.images_per_class}: must not exceed "
             f"coloc.pool_digits={co.pool_digits}"
         )
-    if co is not None and co.inside_canvas and not co.min_scale < co.initial_scale < min(
-        co.max_scale, 1
-    ):
+    if co is not None and co.inside_canvas and not co.min_scale < co.initial_scale < co.max_scale:
         raise UserError(
             f"coloc.initial_scale={co.initial_scale}: with coloc.inside_canvas the window "
             f"starts strictly between coloc.min_scale={co.min_scale} and "
