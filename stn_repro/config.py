@@ -27,7 +27,7 @@ if not OmegaConf.has_resolver("pid"):  # distinct Hydra output folders for concu
 
 
 LATER_KEYS = {
-    "schedule": {"precision": "fp32"},
+    "schedule": {"precision": "fp32", "label_smoothing": 0.0, "ema_decay": 0.0},
     "dataset": {"task": "classify", "positions": 1, "validation": 0, "params.first_class": 1,
                 "params.keep_aspect": False, "params.exclude_test": None, "params.moved": "digit",
                 "params.direction": "xy"},

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from . import distributed, signals, speed
@@ -311,15 +312,15 @@ class Evaluate(Job):
 
 
 class Checkpoint(Job):
-    """Model, optimiser, every rank's random state, the clock and the curve, checked finite
-    first; also at the last step and when stopping."""
+    """Model (and its moving average, if kept), optimiser, every rank's random state, the clock
+    and the curve, checked finite first; also at the last step and when stopping."""
 
     at_end = True
 
-    def __init__(self, every: int, life: RunLife, model, optimizer, spec: DataSpec,
+    def __init__(self, every: int, life: RunLife, model, averaged, optimizer, spec: DataSpec,
                  clock: Clock, curve: list[dict], lr: float):  # fmt: skip
         self.every, self.life, self.model, self.optimizer = every, life, model, optimizer
-        self.spec, self.clock, self.curve, self.lr = spec, clock, curve, lr
+        self.averaged, self.spec, self.clock, self.curve, self.lr = averaged, spec, clock, curve, lr
 
     def due(self, now: Step) -> bool:
         return super().due(now) or now.stopping
@@ -332,6 +333,7 @@ class Checkpoint(Job):
             "iteration": now.step, "elapsed": self.clock.seconds(), "curve": self.curve,
             "spec": asdict(self.spec), "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "rng": states[0],
+            **({"averaged": self.averaged.state_dict()} if self.averaged else {}),
             **({"rng_ranks": states} if where.several else {}),
         })  # fmt: skip
         self.life.writer.flush()
@@ -380,9 +382,13 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
                     int(cfg.dataset.st_pool), int(cfg.dataset.positions))  # fmt: skip
     model = new_model(cfg, spec, device, precision)
     optimizer = make_optimizer(model, schedule)
+    averaged = averaged_model(model, schedule)
     if ckpt:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if averaged:
+            averaged.load_state_dict(ckpt["averaged"])
+    scored = averaged.module if averaged else model  # evaluated, shown and kept as the result
     start, curve = ckpt.get("iteration", 0), ckpt.get("curve", [])  # curve: val error vs time
     net = trained_net(model, cfg, device, where)  # what the step calls (DDP, compiled)
     forward_precision = speed.autocast(precision, device)
@@ -396,11 +402,11 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
     bar = tqdm(range(start, schedule.iterations), initial=start, total=schedule.iterations,
                disable=not (cfg.progress and where.main),
                desc=f"{meta.get('row') or model_label(cfg)} seed {cfg.seed}")  # fmt: skip
-    snapshot = Snapshot(log.snapshot_every, life.run_dir, model, where)
+    snapshot = Snapshot(log.snapshot_every, life.run_dir, scored, where)
     jobs = [LogTraining(log.every, writer, task, where, bar),
-            LogImages(log.image_every, writer, model, preview, where), snapshot,
-            Evaluate(log.eval_every, cfg, writer, model, feed, task, where, clock, curve),
-            Checkpoint(log.checkpoint_every, life, model, optimizer, spec, clock, curve,
+            LogImages(log.image_every, writer, scored, preview, where), snapshot,
+            Evaluate(log.eval_every, cfg, writer, scored, feed, task, where, clock, curve),
+            Checkpoint(log.checkpoint_every, life, model, averaged, optimizer, spec, clock, curve,
                        schedule.lr)]  # fmt: skip
     if start == 0:
         snapshot.save(0)  # the untrained transformers
@@ -418,12 +424,14 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
                                    f"of {schedule.batch_size}")  # fmt: skip
             with forward_precision:
                 logits = net(speed.layout(x, cfg.speed))  # (B, classes) or (B, L, classes)
-                loss = task.loss(logits, y)
+                loss = task.loss(logits, y, schedule.label_smoothing)
             batch_loss, stopping = agree(loss, stop, where)
             finite.see(batch_loss, it)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if averaged:
+                averaged.update_parameters(model)
             now = Step(it + 1, it + 1 == schedule.iterations, stopping, logits, y, batch_loss, lr)
             due = [job for job in jobs if job.due(now)]
             if due:
@@ -441,7 +449,7 @@ def train(cfg: DictConfig, life: RunLife, meta: dict, inputs) -> dict:
                        "checkpoint")  # fmt: skip
     del batches  # stops DataLoader workers
     seconds = clock.seconds()
-    return finish(cfg, life, meta, model, feed, task, curve, seconds, device, precision)
+    return finish(cfg, life, meta, scored, feed, task, curve, seconds, device, precision)
 
 
 def new_model(cfg: DictConfig, spec: DataSpec, device: torch.device, precision: str
@@ -453,6 +461,15 @@ def new_model(cfg: DictConfig, spec: DataSpec, device: torch.device, precision: 
     speed.prepare(model, cfg.speed)  # memory layout
     speed.set_precision(precision)
     return model
+
+
+def averaged_model(model: nn.Module, schedule: DictConfig) -> AveragedModel | None:
+    """An exponential moving average of ``model``'s weights and buffers, decay
+    ``schedule.ema_decay`` per iteration (torch's ``AveragedModel``); None when it is 0."""
+    if not schedule.ema_decay:
+        return None
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(schedule.ema_decay),
+                         use_buffers=True)  # fmt: skip
 
 
 def trained_net(model: nn.Module, cfg: DictConfig, device: torch.device, where: Ranks):

@@ -145,6 +145,15 @@ def read_checkpoint(path: Path) -> dict:
     return torch.load(io.BytesIO(unseal(Path(path).read_bytes())), map_location="cpu")
 
 
+def scored_weights(ckpt: dict) -> dict:
+    """The weights a run is scored with: its moving average's when it kept one
+    (``schedule.ema_decay``, stored by ``AveragedModel`` under ``module.``), else the trained."""
+    if "averaged" not in ckpt:
+        return ckpt["model"]
+    prefix = "module."
+    return {k[len(prefix):]: v for k, v in ckpt["averaged"].items() if k.startswith(prefix)}
+
+
 def checkpoint_iteration(run_dir: Path, chash: str) -> int:
     """The iteration an unfinished run of config ``chash`` has checkpointed (0: none readable),
     for the tables' progress; quiet: a damaged checkpoint is the run's own business."""

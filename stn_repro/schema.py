@@ -72,6 +72,10 @@ class Schedule:
     )
     lr_decay: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
     loc_lr_scale: float = checked(at_least(0))
+    label_smoothing: float = checked(fraction, 0.0)  # cross entropy's (0: none, as A.4)
+    # weights scored: an exponential moving average of the trained ones with this decay per
+    # iteration (0: the trained weights themselves, as A.4)
+    ema_decay: float = checked(fraction, 0.0)
     train_limit: int | None = checked(at_least(1), None)
     test_limit: int | None = checked(at_least(1), None)
     # fp32; tf32 (GPU matmuls and convolutions in TF32); bf16 (autocast to bfloat16); auto

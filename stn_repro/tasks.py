@@ -1,6 +1,8 @@
 """Tasks: what a model's outputs are scored against. Each gives the training loss and counts
 the samples it gets wrong (the table metric is the % of those), chosen by ``dataset.task``.
 
+``smoothing`` is cross entropy's label smoothing (``schedule.label_smoothing``).
+
 - ``classify``: logits ``(B, K)``, labels ``(B,)``; cross entropy; wrong when the arg-max is.
 - ``sequence``: logits ``(B, L, K)``, labels ``(B, L)`` (class ``K - 1`` = "no digit" past the
   end, so the length is implied); the sum over the L positions of each position's cross
@@ -17,8 +19,8 @@ from torch import Tensor
 class Classify:
     caption = "% error"
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        return F.cross_entropy(logits, labels)
+    def loss(self, logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
 
     def wrong(self, logits: Tensor, labels: Tensor) -> Tensor:
         return (logits.argmax(-1) != labels).sum()
@@ -27,8 +29,9 @@ class Classify:
 class Sequence:
     caption = "% sequence error"
 
-    def loss(self, logits: Tensor, labels: Tensor) -> Tensor:
-        per_position = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    def loss(self, logits: Tensor, labels: Tensor, smoothing: float = 0.0) -> Tensor:
+        per_position = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none",
+                                       label_smoothing=smoothing)
         return per_position.view(labels.shape).sum(1).mean()
 
     def wrong(self, logits: Tensor, labels: Tensor) -> Tensor:

@@ -13,11 +13,11 @@ from .config import config_hash
 from .data.feeds import make_feed
 from .errors import UserError
 from .models import DataSpec, build_model
-from .runs import load_checkpoint
+from .runs import load_checkpoint, scored_weights
 
 
 def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
-    """The model a finished run trained (from its final checkpoint), in eval mode."""
+    """The model a finished run trained and scored (from its final checkpoint), in eval mode."""
     ckpt = load_checkpoint(Path(run_dir), cfg, config_hash(cfg))
     if ckpt is None:
         raise UserError(f"{run_dir} has no checkpoint; train that run first")
@@ -25,7 +25,7 @@ def load_trained(cfg: DictConfig, run_dir: str | Path) -> nn.Module:
     if model_cfg.get("pretrained"):  # the checkpoint holds every weight: fetch none
         model_cfg = OmegaConf.merge(model_cfg, {"pretrained": False})
     model = build_model(model_cfg, DataSpec(**ckpt["spec"]))
-    model.load_state_dict(ckpt["model"])
+    model.load_state_dict(scored_weights(ckpt))
     return model.eval()
 
 

@@ -112,11 +112,74 @@ def test_keys_added_later_leave_earlier_runs_their_identity(compose_cfg):
     assert config_hash(compose_cfg("schedule=fast", "model=fcn")) == "8931173e89e07e5d"
 
 
-@pytest.mark.parametrize("data", ["mnist", "svhn"])
+def test_label_smoothing_is_the_mix_of_cross_entropy_and_the_uniform_targets_loss():
+    logits, labels, eps = torch.randn(5, 3, 10), torch.randint(0, 10, (5, 3)), 0.1
+    for task, out, y in [(tasks.Classify(), logits[:, 0], labels[:, 0]),
+                         (tasks.Sequence(), logits, labels)]:  # fmt: skip
+        log_p = out.log_softmax(-1)
+        nll = -log_p.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        expected = (1 - eps) * nll + eps * -log_p.mean(-1)  # (B,) or (B, L)
+        expected = expected.mean() if y.dim() == 1 else expected.sum(1).mean()
+        torch.testing.assert_close(task.loss(out, y, eps), expected)
+
+
+def test_training_uses_the_schedules_label_smoothing(compose_cfg, monkeypatch):
+    cfg = compose_cfg("dataset=mnist_r", "model=fcn", "schedule.label_smoothing=0.2")
+    seen = []
+    real = tasks.Classify.loss
+    monkeypatch.setattr(tasks.Classify, "loss",
+                        lambda self, *a: seen.append(a[2]) or real(self, *a))  # fmt: skip
+    train_run(cfg, run_dir(cfg))
+    assert seen == [0.2] * cfg.schedule.iterations
+
+
+def test_the_moving_average_is_what_a_run_scores_and_keeps(compose_cfg, monkeypatch):
+    """With ``schedule.ema_decay=d`` the scored weights are a_1 = w_1, a_k = d a_(k-1) +
+    (1 - d) w_k over the trained weights w_k after each step, computed here on their own."""
+    from stn_repro.trained import load_trained
+
+    decay = 0.7
+    cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine",
+                      f"schedule.ema_decay={decay}")  # fmt: skip
+    trained = []
+    real = engine.make_optimizer
+
+    def recording(model, schedule):
+        optimizer = real(model, schedule)
+        optimizer.register_step_post_hook(lambda *_: trained.append(
+            {k: v.detach().clone() for k, v in model.state_dict().items()}))
+        return optimizer
+
+    evaluated = []  # the weights each evaluation scores
+    real_evaluate = engine.evaluate
+
+    def evaluate(model, *args):
+        evaluated.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_evaluate(model, *args)
+
+    monkeypatch.setattr(engine, "make_optimizer", recording)
+    monkeypatch.setattr(engine, "evaluate", evaluate)
+    where = run_dir(cfg)
+    train_run(cfg, where)
+    assert len(trained) == cfg.schedule.iterations
+    expected = dict(trained[0])
+    for weights in trained[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * weights[k] for k in expected}
+    ckpt = torch.load(where / "checkpoint.pt")
+    scored = load_trained(cfg, where).state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(scored[name], value, msg=name)  # kept
+        torch.testing.assert_close(evaluated[-1][name], value, msg=name)  # the test error's
+        torch.testing.assert_close(ckpt["model"][name], trained[-1][name], msg=name)  # resumed
+    assert any(not torch.equal(scored[k], trained[-1][k]) for k in scored)
+
+
+@pytest.mark.parametrize("data", ["mnist", "mnist-averaged", "svhn"])
 def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, monkeypatch,
                                                                  tmp_path, data):  # fmt: skip
-    if data == "mnist":
-        cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine")
+    if data.startswith("mnist"):
+        averaged = ["schedule.ema_decay=0.5"] if data == "mnist-averaged" else []
+        cfg = compose_cfg("dataset=mnist_r", "model=st_fcn", "model/transform=affine", *averaged)
     else:  # file-backed data read by DataLoader workers, dropout, four transformers
         from svhn_files import tiny_svhn
 
@@ -124,7 +187,7 @@ def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, mo
         cfg = compose_cfg("dataset=svhn64", "model=svhn_st_multi", "model.width=0.125",
                           f"paths.svhn_dir={root}", "dataset.params.validation=10", "workers=2")
     whole = train_run(cfg, run_dir(cfg) / "whole")
-    expected = torch.load(run_dir(cfg) / "whole" / "checkpoint.pt")["model"]
+    expected = torch.load(run_dir(cfg) / "whole" / "checkpoint.pt")
 
     where = run_dir(cfg) / "interrupted"
     real = engine.lr_factor
@@ -143,9 +206,12 @@ def test_resume_after_interruption_continues_from_the_checkpoint(compose_cfg, mo
     assert not (where / "metrics.json").exists()
     resumed = train_run(cfg, where)
     assert seen == [0, 1, 2, 3, 4, 5, 4, 5]  # the second run starts at the checkpoint
-    final = torch.load(where / "checkpoint.pt")["model"]
-    for name, value in expected.items():  # the same model as the uninterrupted run
-        torch.testing.assert_close(final[name], value, msg=name)
+    final = torch.load(where / "checkpoint.pt")
+    for name, value in expected["model"].items():  # the same model as the uninterrupted run
+        torch.testing.assert_close(final["model"][name], value, msg=name)
+    for name, value in expected.get("averaged", {}).items():  # and the same moving average
+        torch.testing.assert_close(final["averaged"][name], value, msg=name)
+    assert ("averaged" in final) == (data == "mnist-averaged")
     assert resumed["test_error"] == whole["test_error"]
 
 
