@@ -101,9 +101,11 @@ def make_optimizer(model: nn.Module, schedule: DictConfig) -> torch.optim.Optimi
             groups, lr=schedule.lr, momentum=schedule.momentum,
             weight_decay=schedule.weight_decay,
         )  # fmt: skip
-    if schedule.optimizer == "adam":
+    if schedule.optimizer == "adam":  # weight decay as an L2 term of the gradient
         return torch.optim.Adam(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
-    raise UserError(f"unknown schedule.optimizer {schedule.optimizer!r}; use sgd or adam")
+    if schedule.optimizer == "adamw":  # decoupled: each step shrinks weights by lr * decay
+        return torch.optim.AdamW(groups, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    raise UserError(f"unknown schedule.optimizer {schedule.optimizer!r}; use sgd, adam or adamw")
 
 
 @torch.no_grad()

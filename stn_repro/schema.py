@@ -59,7 +59,7 @@ class Log:
 @dataclass
 class Schedule:
     name: str = MISSING
-    optimizer: str = checked(one_of("sgd", "adam"))
+    optimizer: str = checked(one_of("sgd", "adam", "adamw"))
     lr: float = checked(lambda v: None if 0 < v <= 1 else "must lie in (0, 1]")
     momentum: float = checked(fraction)
     weight_decay: float = checked(at_least(0))

@@ -300,6 +300,9 @@ CASES = [
     Case("lr-steps-negative", ["schedule.lr_steps=[-5]"], "schedule.lr_steps=[-5]: must hold"),
     Case("lr-steps-not-a-list", ["schedule.lr_steps=5"], "schedule.lr_steps: must be a list"),
     Case("loc-lr-scale-negative", ["schedule.loc_lr_scale=-1"], "schedule.loc_lr_scale=-1.0"),
+    Case("label-smoothing-one", ["schedule.label_smoothing=1"],
+         "schedule.label_smoothing=1.0: must lie in [0, 1)"),
+    Case("ema-decay-one", ["schedule.ema_decay=1"], "schedule.ema_decay=1.0: must lie in [0, 1)"),
     # unknown keys, with and without +
     Case("typo-with-plus", ["+schedule.iteratons=5"], "schedule.iteratons: no such setting"),
     Case("typo-without-plus", ["schedule.iteratons=5"], "schedule.iteratons: no such setting"),

@@ -123,6 +123,19 @@ def test_label_smoothing_is_the_mix_of_cross_entropy_and_the_uniform_targets_los
         torch.testing.assert_close(task.loss(out, y, eps), expected)
 
 
+def test_adamw_decays_the_weights_apart_from_the_gradient(compose_cfg):
+    """A step with a zero gradient shrinks AdamW's weights by lr * weight_decay exactly (the
+    decay is decoupled from Adam's moments)."""
+    cfg = compose_cfg("schedule.optimizer=adamw", "schedule.weight_decay=0.5", "schedule.lr=0.01")
+    layer = torch.nn.Linear(3, 2)
+    start = layer.weight.detach().clone()
+    optimizer = engine.make_optimizer(layer, cfg.schedule)
+    for p in layer.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    torch.testing.assert_close(layer.weight.detach(), start * (1 - 0.01 * 0.5))
+
+
 def test_training_uses_the_schedules_label_smoothing(compose_cfg, monkeypatch):
     cfg = compose_cfg("dataset=mnist_r", "model=fcn", "schedule.label_smoothing=0.2")
     seen = []
