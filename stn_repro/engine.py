@@ -489,7 +489,8 @@ def trained_net(model: nn.Module, cfg: DictConfig, device: torch.device, where: 
 def finish(cfg: DictConfig, life: RunLife, meta: dict, model: nn.Module, feed, task,
            curve: list[dict], seconds: float, device: torch.device, precision: str
            ) -> dict:  # fmt: skip
-    """The trained model's val and test error, logged, and the run's ``metrics.json``."""
+    """The scored model's (the trained weights, or their moving average) val and test error,
+    logged, and the run's ``metrics.json``."""
     schedule, where, writer, end = cfg.schedule, life.where, life.writer, cfg.schedule.iterations
     watch = watched_split(feed)
     val_error = evaluate(model, feed, "val", task, where) if "val" in feed.splits else None
