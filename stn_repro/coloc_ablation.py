@@ -1,8 +1,9 @@
 """Table 5 ablation: what each co-localisation ingredient beyond the paper's text does.
 
-Rows: the loss as written (``coloc=as_written``), as written plus each ingredient alone, and
-the full recipe (``coloc=recipe``). Columns: the mean % of digits localised (IoU > 0.5) on T and
-TC over the chosen classes and seeds. ``run_ablation`` optimises (or reuses) every
+Rows: the loss as written (``coloc=as_written``), as written plus each ingredient alone, the
+full recipe (``coloc=recipe``), and the recipe less each of its ingredients (its keys set back
+to ``conf/coloc/as_written.yaml``'s values). Columns: the mean % of digits localised (IoU >
+0.5) on T and TC over the chosen classes and seeds. ``run_ablation`` optimises (or reuses) every
 variant x column x class x seed (``runs/table5_ablation/<schedule>/<variant>-<column>-<class>/
 <config>/seed<k>``);
 ``write_ablation`` writes ``tables/table5_ablation.{md,csv}``.
@@ -15,7 +16,9 @@ import io
 import statistics
 from pathlib import Path
 
-from .config import run_dir
+from omegaconf import OmegaConf
+
+from .config import CONF_DIR, run_dir
 from .files import write_atomic
 
 AS_WRITTEN = "as written"
@@ -42,6 +45,28 @@ VARIANTS: dict[str, list[str]] = {
     "+ unit-length features": ["coloc=as_written", "coloc.normalise_features=true"],
     FULL: ["coloc=recipe"],
 }  # fmt: skip
+RECIPE_INGREDIENTS: dict[str, list[str]] = {
+    "the stop-gradient": ["stop_partner_gradient"],
+    "the window inside the canvas (and its 0.6 start)": ["inside_canvas", "initial_scale",
+                                                          "min_scale"],
+    "the floor at the random crops' size": ["min_scale"],
+    "margin 4000 (margin 1)": ["margin"],
+    "all pairs (random pairs)": ["pairing"],
+    "Adam (SGD)": ["optimizer"],
+    "lr 2e-3 with cosine decay (lr 1e-3, constant)": ["lr", "lr_decay"],
+    "leaky ReLUs": ["leaky_localisation"],
+}  # fmt: skip
+"""The ingredients conf/coloc/recipe.yaml adds to the text, by the ``coloc`` keys each sets."""
+
+
+def recipe_less(keys: list[str]) -> list[str]:
+    """Overrides for the recipe with ``keys`` set back to the paper's text (as_written.yaml)."""
+    text = OmegaConf.load(CONF_DIR / "coloc" / "as_written.yaml")
+    return ["coloc=recipe", *(f"coloc.{key}={text[key]}" for key in keys)]
+
+
+VARIANTS.update({f"recipe less {name}": recipe_less(keys)
+                 for name, keys in RECIPE_INGREDIENTS.items()})  # fmt: skip
 """Ablation rows: name -> overrides on top of the Table 5 experiment of the column."""
 COLUMNS = {"T": "table5_coloc_t", "TC": "table5_coloc_tc"}
 
@@ -51,8 +76,6 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
     """Optimise (or reuse, when finished) each variant x column x digit x seed; return one
     result per run: variant, column, digit, seed, localised_pct, mean_iou. Hydra must be
     initialised (``schema.hydra_initialised``)."""
-    from omegaconf import OmegaConf
-
     from .coloc import colocalise_run
     from .experiment import compose_run, train_encoder
     from .files import locked
@@ -104,7 +127,8 @@ def write_ablation(output_dir: str | Path, results: list[dict], schedule: str) -
         "# Table 5 ablation: % of digits localised (IoU > 0.5)", "",
         f"Schedule `{schedule}`; mean ± sd over classes {digits} x seeds {seeds} "
         "(one optimisation each). Rows: the loss as the paper writes it, that plus one "
-        "ingredient, and the full recipe (`conf/coloc/recipe.yaml`); "
+        "ingredient, the full recipe (`conf/coloc/recipe.yaml`), and the recipe less one "
+        "ingredient (its keys back at the text's values); "
         "docs/reproduction-notes.md says why each ingredient exists.", "",
         "| Variant | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),

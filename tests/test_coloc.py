@@ -570,3 +570,20 @@ def test_several_starts_keep_the_lowest_class_loss_and_resume_mid_start(
     monkeypatch.setattr(coloc, "class_loss", lambda *args: next(fake))
     chosen = coloc.colocalise_run(run_cfg(3), tmp_path / "fake", head)
     assert chosen["start_losses"] == [3.0, 1.0, 2.0] and chosen["chosen_start"] == 1
+
+
+def test_recipe_less_each_ingredient_differs_from_the_recipe_only_in_its_keys(compose_cfg):
+    """Each "recipe less X" row is the recipe with X's keys at the text's values, and the
+    ingredients cover every key the recipe changes, so the rows ablate the whole recipe."""
+    from stn_repro.coloc_ablation import RECIPE_INGREDIENTS, VARIANTS
+
+    def coloc(*overrides):
+        return dict(compose_cfg("experiment=table5_coloc_t", *overrides).coloc)
+
+    text, recipe = coloc("coloc=as_written"), coloc()
+    changed = {key for key in recipe if recipe[key] != text[key]}
+    assert changed == {key for keys in RECIPE_INGREDIENTS.values() for key in keys}
+    for name, keys in RECIPE_INGREDIENTS.items():
+        less = coloc(*VARIANTS[f"recipe less {name}"])
+        assert {key for key in less if less[key] != recipe[key]} == set(keys), name
+        assert all(less[key] == text[key] for key in keys), name
