@@ -1,4 +1,4 @@
-"""Table 5 ablation: each co-localisation ingredient alone, the paper's text and the full recipe.
+"""Table 5 ablation: the paper's text, it plus each ingredient, the recipe, the recipe less each.
 
     python scripts/coloc_ablation.py [--digits 0 3 8] [--seeds 1] [--columns T TC]
                                      [--variants NAME ...] [OVERRIDE=VALUE ...]
