@@ -59,14 +59,15 @@ RECIPE_INGREDIENTS: dict[str, list[str]] = {
 """The ingredients conf/coloc/recipe.yaml adds to the text, by the ``coloc`` keys each sets."""
 
 
-def recipe_less(keys: list[str]) -> list[str]:
-    """Overrides for the recipe with ``keys`` set back to the paper's text (as_written.yaml)."""
+def recipe_less_variants() -> dict[str, list[str]]:
+    """"recipe less <ingredient>" -> overrides: the recipe with that ingredient's keys set back
+    to the paper's text (as_written.yaml, read once)."""
     text = OmegaConf.load(CONF_DIR / "coloc" / "as_written.yaml")
-    return ["coloc=recipe", *(f"coloc.{key}={text[key]}" for key in keys)]
+    return {f"recipe less {name}": ["coloc=recipe", *(f"coloc.{key}={text[key]}" for key in keys)]
+            for name, keys in RECIPE_INGREDIENTS.items()}  # fmt: skip
 
 
-VARIANTS.update({f"recipe less {name}": recipe_less(keys)
-                 for name, keys in RECIPE_INGREDIENTS.items()})  # fmt: skip
+VARIANTS.update(recipe_less_variants())
 """Ablation rows: name -> overrides on top of the Table 5 experiment of the column."""
 COLUMNS = {"T": "table5_coloc_t", "TC": "table5_coloc_tc"}
 
