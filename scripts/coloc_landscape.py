@@ -35,6 +35,7 @@ from stn_repro.coloc import Encoder, class_images, random_crops, triplet_hinge
 from stn_repro.data.sources import DIGIT
 from stn_repro.experiment import train_encoder
 from stn_repro.schema import hydra_initialised
+from stn_repro.speed import set_threads
 from stn_repro.st import Attention, sample
 
 SCALES = (1, 100, 1000)
@@ -58,6 +59,7 @@ def main(overrides: list[str], digits: list[int]) -> None:
             *overrides]  # fmt: skip
     with hydra_initialised():
         cfg = compose("config", overrides=base)
+        set_threads(cfg.speed)
         encoder = Encoder(train_encoder(cfg, base).head)
     gen = torch.Generator().manual_seed(0)
     print(f"{cfg.dataset.name}: mean loss (alpha = {cfg.coloc.margin}) at fixed windows")

@@ -76,10 +76,16 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
                  digits: list[int], seeds: list[int]) -> list[dict]:  # fmt: skip
     """Optimise (or reuse, when finished) each variant x column x digit x seed; return one
     result per run: variant, column, digit, seed, localised_pct, mean_iou. Hydra must be
-    initialised (``schema.hydra_initialised``)."""
+    initialised (``schema.hydra_initialised``). ``speed.threads`` is honoured as by
+    ``stn-repro`` (the thread count changes the sums' order, so a run's result with it)."""
+    from hydra import compose
+
     from .coloc import colocalise_run
     from .experiment import compose_run, train_encoder
     from .files import locked
+    from .speed import set_threads
+
+    set_threads(compose("config", overrides=overrides).speed)
 
     encoders: dict[str, object] = {}
     results = []

@@ -282,6 +282,21 @@ def test_ablation_runs_with_the_experiments_schedule_settings(compose_cfg, smoke
     assert again[0] == results[0]
 
 
+def test_ablation_honours_speed_threads(compose_cfg, smoke, tmp_path):
+    """The ablation sets torch's threads as ``stn-repro`` does: ``speed.threads`` on its
+    command line was once ignored, and the thread count changes a run's result."""
+    from stn_repro.coloc_ablation import run_ablation
+
+    compose_cfg("experiment=table5_coloc_t")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        run_ablation([*smoke, "speed.threads=1"], ["full recipe"], ["T"], [3], [1])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_squared_distances_match_the_pairwise_differences():
     from stn_repro.coloc import squared_distances
 
