@@ -78,14 +78,10 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
     result per run: variant, column, digit, seed, localised_pct, mean_iou. Hydra must be
     initialised (``schema.hydra_initialised``). ``speed.threads`` is honoured as by
     ``stn-repro`` (the thread count changes the sums' order, so a run's result with it)."""
-    from hydra import compose
-
     from .coloc import colocalise_run
     from .experiment import compose_run, train_encoder
     from .files import locked
     from .speed import set_threads
-
-    set_threads(compose("config", overrides=overrides).speed)
 
     encoders: dict[str, object] = {}
     results = []
@@ -97,6 +93,7 @@ def run_ablation(overrides: list[str], variants: list[str], columns: list[str],
                                         "overrides": [*VARIANTS[variant], f"coloc.digit={digit}"]})
                 for seed in seeds:
                     cfg = compose_run(base, row, seed)  # with the experiment's per_schedule
+                    set_threads(cfg.speed)
                     key = str(cfg.experiment.encoder)
                     if key not in encoders:
                         encoders[key] = train_encoder(cfg, base).head
