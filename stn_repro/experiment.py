@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import ExitStack, contextmanager
 from functools import cache
 from pathlib import Path
@@ -280,13 +280,13 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
         head = train_encoder(cfg, overrides).head
 
     say = print if where.main else lambda *_: None  # once, not once per rank
-    clock = Clock(runs)
+    clock = Clock(runs, [r for r in runs if (r.where / "metrics.json").exists()])  # an estimate
 
     def run_one(run: Run) -> None:
         chash = config_hash(run.cfg)
         done = finished_run(run.where, chash)
         start = 0 if done is not None else checkpoint_iteration(run.where, chash)
-        end = (run.cfg.coloc if coloc else run.cfg.schedule).iterations
+        end = run_length(run.cfg)[0]
         state = ("skipped: finished" if done is not None else
                  f"resumed from iteration {start:,} of {end:,}" if start else "new")  # fmt: skip
         tic = time.perf_counter()
@@ -316,13 +316,25 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
             run_one(run)
 
 
+def run_length(cfg: DictConfig) -> tuple[int, int]:
+    """(iterations in all, images per iteration) of a run, as its checkpoint counts them: a
+    co-localisation's ``coloc.starts`` optimisations of ``coloc.iterations`` steps each
+    (counted as one image a step: the clock compares a model only with itself), else the
+    schedule's iterations of ``batch_size``."""
+    if cfg.get("experiment", {}).get("runner", "classify") == "coloc":
+        return int(cfg.coloc.iterations) * int(cfg.coloc.get("starts", 1)), 1
+    return int(cfg.schedule.iterations), int(cfg.schedule.batch_size)
+
+
 class Clock:
     """Where a launch is in its runs (``run k of N``) and about how long the rest will take,
     from the seconds per training image of each model this launch has trained (models cost
-    20-30x apart per image; one not yet trained here is reckoned at the launch's average)."""
+    20-30x apart per image; one not yet trained here is reckoned at the launch's average).
+    Runs ``finished`` before the launch are not counted as left."""
 
-    def __init__(self, runs: list[Run]):
-        self.runs, self.left = runs, {id(run) for run in runs}
+    def __init__(self, runs: list[Run], finished: Iterable[Run] = ()):
+        self.runs = runs
+        self.left = {id(run) for run in runs} - {id(run) for run in finished}
         self.spent: dict[str, list[float]] = {}  # model -> [seconds, images] trained here
 
     def place(self, run: Run) -> str:
@@ -331,7 +343,8 @@ class Clock:
 
     @staticmethod
     def images_of(run: Run, start: int = 0) -> int:
-        return (int(run.cfg.schedule.iterations) - start) * int(run.cfg.schedule.batch_size)
+        iterations, per_iteration = run_length(run.cfg)
+        return (iterations - start) * per_iteration
 
     def done(self, run: Run, seconds: float, trained: bool, start: int) -> str:
         """Note ``run`` as done; return how long it took here."""

@@ -480,3 +480,29 @@ def test_the_eta_reckons_each_model_at_its_own_speed():
                            "models not yet timed, at the average)")  # fmt: skip
     clock.done(e, 30.0, trained=True, start=50)  # resumed halfway: 500 images, 60 ms each
     assert clock.eta().startswith("; 2 runs left, about 2 min (each model's speed so far)")
+    reused = Clock([a, b, c], finished=[c])  # c finished before the launch: not left
+    reused.done(a, 10.0, trained=True, start=0)
+    assert reused.eta().startswith("; 1 run left, about 1 min (")  # b, not c
+
+
+def test_the_eta_counts_a_colocalisation_by_its_starts():
+    """A co-localisation run's checkpoint counts every start's steps (start k's step s is
+    k * iterations + s), so one resumed past its first start is not reckoned negative."""
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from stn_repro.experiment import Clock, run_length
+
+    def run(name: str):
+        cfg = OmegaConf.create({"experiment": {"runner": "coloc"}, "model": {"name": "cnn"},
+                                "coloc": {"iterations": 1000, "starts": 3},
+                                "schedule": {"iterations": 20000, "batch_size": 128}})  # fmt: skip
+        return SimpleNamespace(cfg=cfg, exp=SimpleNamespace(name="t"),
+                               row=SimpleNamespace(name=name), seed=1)  # fmt: skip
+
+    assert run_length(run("0").cfg) == (3000, 1)
+    a, b = run("0"), run("1")
+    clock = Clock([a, b])
+    clock.done(a, 60.0, trained=True, start=1800)  # the last 1,200 steps of 3,000 in a minute
+    assert clock.eta().startswith("; 1 run left, about 2 min (")  # 3,000 steps at 50 ms
