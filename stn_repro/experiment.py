@@ -12,6 +12,7 @@ take the runs in order together, and rank 0 alone takes the locks and writes the
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -42,6 +43,15 @@ SHARED = ("paths", "schedule", "device", "progress", "speed")
 
 def key_of(override: str) -> str:
     return override.split("=")[0].lstrip("+~")
+
+
+def settings_of(overrides: list[str]) -> list[str]:
+    """The command line's overrides that change what a column's runs compute (data, model,
+    schedule keys, co-localisation: ``identity``'s groups; the schedule's name titles the
+    table), which its table names beside the column."""
+    groups = ("dataset", "model", "schedule", "coloc")
+    return [o for o in overrides
+            if key_of(o) != "schedule" and re.split(r"[./]", key_of(o))[0] in groups]  # fmt: skip
 
 
 def select_rows(exp: DictConfig, row) -> list[tuple[int, DictConfig]]:
@@ -196,15 +206,15 @@ def run_experiment(cfg: DictConfig, overrides: list[str]) -> None:
     try:
         if not cfg.table_only:
             with helpers(cfg, overrides, todo):
-                run_all(cfg, overrides, todo, lambda: write_table(cfg, table))
+                run_all(cfg, overrides, todo, lambda: write_table(cfg, table, overrides))
     finally:  # a stopped experiment writes its table too, unfinished cells shown as such
         if distributed.ranks().main:
-            write_table(cfg, table)
+            write_table(cfg, table, overrides)
 
 
-def write_table(cfg: DictConfig, table: list[Run]) -> None:
-    """Record the experiment's column (finished runs, and every run's progress) and rewrite its
-    table for this schedule."""
+def write_table(cfg: DictConfig, table: list[Run], overrides: list[str]) -> None:
+    """Record the experiment's column (finished runs, every run's progress, the command line's
+    settings) and rewrite its table for this schedule."""
     exp, out = cfg.experiment, cfg.paths.output_dir
     with table_lock(out, exp.table):
         finished, cells = [], []
@@ -216,9 +226,10 @@ def write_table(cfg: DictConfig, table: list[Run]) -> None:
             cells.append({"row": run.row.name, "seed": run.seed,
                           "iterations": int(run.cfg.schedule.iterations),
                           "batch": int(run.cfg.schedule.batch_size),
-                          "iteration": int(run.cfg.schedule.iterations) if done is not None
+                          "length": run_length(run.cfg)[0],  # what "iteration" counts to
+                          "iteration": run_length(run.cfg)[0] if done is not None
                           else checkpoint_iteration(run.where, chash)})  # fmt: skip
-        write_column(out, exp, cfg.schedule.name, finished, cells)
+        write_column(out, exp, cfg.schedule.name, finished, cells, settings_of(overrides))
         path = write_tables(out, exp.table, cfg.schedule.name)
     print(f"[{exp.name}] table written: {path} ({len(finished)} of {len(table)} runs finished)")
 

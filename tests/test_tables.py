@@ -41,6 +41,25 @@ def test_a_table_per_schedule_in_the_papers_layout_with_progress(tmp_path):
     assert "FCN & 4.60 $\\pm$ 0.14 (2) {[}seed 3 at 40\\%{]} & 5.2 \\\\" in tex
 
 
+def test_a_table_names_each_columns_command_line_settings(tmp_path):
+    # Two columns of one table run with different settings: the table says which is which.
+    from stn_repro.experiment import settings_of
+
+    given = ["experiment=table5_coloc_tc", "schedule=fast", "coloc.starts=3", "jobs=2",
+             "speed.threads=1", "row=1", "seed=2", "model/transform=affine"]  # fmt: skip
+    assert settings_of(given) == ["coloc.starts=3", "model/transform=affine"]
+    for column, settings in (("T", []), ("TC", settings_of(given))):
+        exp = OmegaConf.create({"table": "table5", "name": f"table5_coloc_{column.lower()}",
+                                "column": column})  # fmt: skip
+        cells = [{"row": "0", "seed": 1, "iterations": 1500, "batch": 128, "length": 3000,
+                  "iteration": 1500}]  # fmt: skip
+        write_column(tmp_path, exp, "fast", [], cells, settings)
+    text = write_tables(tmp_path, "table5", "fast").read_text()
+    assert ("Settings given on the command line, by column: T none; TC `coloc.starts=3`, "
+            "`model/transform=affine`.") in text  # fmt: skip
+    assert "seed 1 at 50%" in text  # a co-localisation's progress over all its starts
+
+
 def test_every_table_spec_is_consistent_and_filled_by_experiments_that_compose(compose_cfg):
     # The registry owns each table's facts; every registered table has experiments (one per
     # column at most), each composing on `smoke` with rows the spec knows.

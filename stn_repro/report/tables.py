@@ -29,13 +29,15 @@ def table_path(output_dir: str | Path, table: str, schedule: str, suffix: str = 
 
 
 def write_column(output_dir: str | Path, exp, schedule: str, runs: list[dict],
-                 cells: list[dict] | None = None) -> None:  # fmt: skip
-    """Record experiment ``exp``'s finished runs (one column of its table) and every run it
-    plans (``cells``: row, seed, iterations, batch, the iteration reached, finished) under
-    ``<output_dir>/tables/columns/``: the table step reads these records, so a table shows,
-    for each column, the runs of the config that column was last run with, and what is left."""
+                 cells: list[dict] | None = None, settings: list[str] = ()) -> None:  # fmt: skip
+    """Record experiment ``exp``'s finished runs (one column of its table), every run it
+    plans (``cells``: row, seed, iterations, batch, length, the iteration reached) and the
+    command line's ``settings`` it ran with under ``<output_dir>/tables/columns/``: the table
+    step reads these records, so a table shows, for each column, the runs of the config that
+    column was last run with, that config's settings, and what is left."""
     record = {"table": exp.table, "schedule": schedule, "experiment": exp.name,
-              "column": exp.column, "runs": runs, "cells": cells or []}  # fmt: skip
+              "column": exp.column, "runs": runs, "cells": cells or [],
+              "settings": list(settings)}  # fmt: skip
     write_json(column_path(output_dir, exp.table, schedule, exp.name), record)
 
 
@@ -53,7 +55,9 @@ def collect(output_dir: str | Path, table: str, schedule: str) -> tuple[list[dic
         if record["table"] == table and record["schedule"] == schedule:
             runs += record["runs"]
             column = record.get("column") or (record["runs"] or [{}])[0].get("column")
-            cells += [{**cell, "column": column} for cell in record.get("cells", [])]
+            settings = record.get("settings")  # None: written before settings were
+            cells += [{**cell, "column": column, "settings": settings}
+                      for cell in record.get("cells", [])]  # fmt: skip
     return runs, cells
 
 
@@ -105,7 +109,8 @@ def progress(cell: dict) -> str:
     """``seed 2 at 40%`` or ``seed 3 not started``."""
     if not cell.get("iteration"):
         return f"seed {cell['seed']} not started"
-    return f"seed {cell['seed']} at {100 * cell['iteration'] / cell['iterations']:.0f}%"
+    length = cell.get("length", cell["iterations"])
+    return f"seed {cell['seed']} at {100 * cell['iteration'] / length:.0f}%"
 
 
 def fmt(value, digits: int = 2) -> str:
@@ -175,6 +180,12 @@ def describe(runs: list[dict], cells: list[dict], schedule: str) -> list[str]:
     planned = len(cells) or len(runs)
     text = [f"Schedule `{schedule}`: {trained or '-'}; device {devices}; "
             f"{len(runs)} of {planned} runs finished; generated {date.today().isoformat()}."]
+    settings = {c["column"]: c.get("settings") for c in cells}
+    if any(settings.values()):  # the columns were run with settings of their own
+        text += ["", "Settings given on the command line, by column: " + "; ".join(
+            f"{column} " + ("not recorded" if given is None else
+                            ", ".join(f"`{s}`" for s in given) or "none")
+            for column, given in settings.items()) + "."]  # fmt: skip
     if schedule != "paper":
         text += ["", f"**Not the paper's schedule**: `{schedule}` is ours; the paper column "
                  "comes from the paper's own training (`schedule=paper`)."]  # fmt: skip
