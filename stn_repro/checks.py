@@ -33,7 +33,7 @@ def between(low: float, high: float) -> Check:
 
 
 def fraction(v: float) -> str | None:
-    return None if 0 <= v < 1 else "must lie in [0, 1)"
+    return None if v is None or 0 <= v < 1 else "must lie in [0, 1)"
 
 
 def one_of(*choices: str) -> Check:

@@ -152,3 +152,32 @@ def test_the_pooling_after_a_transformer_is_the_generators_unless_set(compose_cf
               for name in ("mnist_r", "mnist_rts", "mnist_p", "mnist_e", "mnist_tc")}
     assert pooled == {"mnist_r": 1, "mnist_rts": 2, "mnist_p": 1, "mnist_e": 1, "mnist_tc": 2}
     assert compose_cfg("dataset=mnist_rts", "dataset.st_pool=1").dataset.st_pool == 1
+
+
+@pytest.mark.parametrize("model", ["st_fcn", "cnn"])
+def test_mnist_dropout_is_off_by_default_and_only_drops_in_training(compose_cfg, model):
+    """A.4 trains with "no dropout": by default the head has no dropout layer (the state dict
+    and the run's identity are those of models trained before the key existed); with
+    ``model.dropout`` the head drops units in training only, with the same parameters."""
+    from stn_repro.config import config_hash
+
+    spec = DataSpec((1, 42, 42), 10, 2)
+    plain = compose_cfg(f"model={model}", "dataset=mnist_rts")
+    dropping = compose_cfg(f"model={model}", "dataset=mnist_rts", "model.dropout=0.5")
+    assert plain.model.dropout is None
+    assert config_hash(plain) != config_hash(dropping)
+    torch.manual_seed(0)
+    a = build_model(plain.model, spec)
+    b = build_model(dropping.model, spec)
+    assert not any(isinstance(m, torch.nn.Dropout) for m in a.modules())
+    layers = {"st_fcn": [1, 3, 5], "cnn": [0, 3, 7]}[model]  # the layout before the key
+    assert sorted({int(k.split(".")[1]) for k in a.state_dict() if k.startswith("head.")}) \
+        == layers  # fmt: skip
+    assert count_params(a) == count_params(b)
+    x = torch.rand(8, 1, 42, 42)
+    b.train()
+    assert not torch.equal(b(x), b(x))  # a fresh mask each call
+    b.eval()
+    torch.testing.assert_close(b(x), b(x))
+    with pytest.raises(Exception, match="dropout"):
+        compose_cfg(f"model={model}", "dataset=mnist_rts", "model.dropout=1.0")

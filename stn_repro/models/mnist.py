@@ -2,6 +2,8 @@
 
 Classifier heads (``width`` solved so a model has about ``cfg.target_params`` parameters):
 - FCN: flatten, two hidden fully connected layers of ``width`` units, classifier.
+  (``dropout``, off by default as in A.4: on each hidden layer's units, and on the CNN's last
+  pooled maps.)
 - CNN: conv 9x9 (``width`` filters), max-pool 2, conv 7x7 (``width`` filters), max-pool 2,
   classifier. Valid convolutions where the input allows them, else "same" padding (see
   docs/reproduction-notes.md).
@@ -21,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from ..checks import at_least, checked, one_of
+from ..checks import at_least, checked, fraction, one_of
 from ..errors import UserError
 from ..st import SpatialTransformer, build_transform
 from .registry import DataSpec, ModelParams, count_params, family, register
@@ -40,6 +42,10 @@ class MnistParams(ModelParams):
     # std of the regression layer's initial weights (None: zeros, every theta starts at the
     # identity); breaks the symmetry between parallel transformers
     regressor_init_std: float | None = checked(at_least(0), None)
+    # dropout on the hidden units the head's fully connected layers read (FCN: both hidden
+    # layers; CNN: the last pooled maps), never in the localisation network. A.4 trains with
+    # "no dropout": None (the default) is the paper's; a recipe lever against overfitting.
+    dropout: float | None = checked(fraction, None)
 
 
 def conv_out(size: int, kernel: int, padding: int) -> int:
@@ -52,17 +58,23 @@ def cnn_padding(size: int) -> tuple[int, int]:
     return (0, 0) if valid >= 2 else (4, 3)
 
 
-def fcn_head(shape, width: int, num_classes: int) -> nn.Module:
+def dropped(p: float) -> list[nn.Module]:
+    """A dropout layer of probability ``p``, or none for 0 (so the module indices, and the
+    checkpoints of models trained without it, stay as they were)."""
+    return [nn.Dropout(p)] if p else []
+
+
+def fcn_head(shape, width: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
     c, h, w = shape
     return nn.Sequential(
         nn.Flatten(),
-        nn.Linear(c * h * w, width), nn.ReLU(),
-        nn.Linear(width, width), nn.ReLU(),
+        nn.Linear(c * h * w, width), nn.ReLU(), *dropped(dropout),
+        nn.Linear(width, width), nn.ReLU(), *dropped(dropout),
         nn.Linear(width, num_classes),
     )  # fmt: skip
 
 
-def cnn_head(shape, width: int, num_classes: int) -> nn.Module:
+def cnn_head(shape, width: int, num_classes: int, dropout: float = 0.0) -> nn.Module:
     c, h, w = shape
     p1, p2 = cnn_padding(min(h, w))
     oh = conv_out(conv_out(h, 9, p1) // 2, 7, p2) // 2
@@ -70,7 +82,7 @@ def cnn_head(shape, width: int, num_classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(c, width, 9, padding=p1), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(width, width, 7, padding=p2), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(),
+        nn.Flatten(), *dropped(dropout),
         nn.Linear(width * oh * ow, num_classes),
     )  # fmt: skip
 
@@ -182,7 +194,7 @@ def build_classifier(
     budget = int(cfg.target_params) - (count_params(st) if st is not None else 0)
 
     def make(width: int) -> nn.Module:
-        return HEADS[cfg.head](head_shape, width, spec.num_classes)
+        return HEADS[cfg.head](head_shape, width, spec.num_classes, cfg.dropout or 0.0)
 
     return Classifier(solve_width(make, budget), st, pool)
 
