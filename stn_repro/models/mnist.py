@@ -2,11 +2,11 @@
 
 Classifier heads (``width`` solved so a model has about ``cfg.target_params`` parameters):
 - FCN: flatten, two hidden fully connected layers of ``width`` units, classifier.
-  (``dropout``, off by default as in A.4: on each hidden layer's units, and on the CNN's last
-  pooled maps.)
 - CNN: conv 9x9 (``width`` filters), max-pool 2, conv 7x7 (``width`` filters), max-pool 2,
   classifier. Valid convolutions where the input allows them, else "same" padding (see
   docs/reproduction-notes.md).
+``dropout`` (off by default, as A.4's "no dropout") drops the FCN's hidden units and the CNN's
+last pooled maps in training.
 Spatial transformers sit at the input; their output has the input's size and is average-pooled
 by ``spec.st_pool`` before the head. Localisation networks:
 - ST-FCN: three fully connected hidden layers of 32 units.
