@@ -170,6 +170,9 @@ def test_mnist_dropout_is_off_by_default_and_only_drops_in_training(compose_cfg,
     a = build_model(plain.model, spec)
     b = build_model(dropping.model, spec)
     assert not any(isinstance(m, torch.nn.Dropout) for m in a.modules())
+    older = OmegaConf.create(OmegaConf.to_container(plain.model))  # a run saved before the key
+    del older["dropout"]
+    assert count_params(build_model(older, spec)) == count_params(a)
     layers = {"st_fcn": [1, 3, 5], "cnn": [0, 3, 7]}[model]  # the layout before the key
     assert sorted({int(k.split(".")[1]) for k in a.state_dict() if k.startswith("head.")}) \
         == layers  # fmt: skip

@@ -194,7 +194,7 @@ def build_classifier(
     budget = int(cfg.target_params) - (count_params(st) if st is not None else 0)
 
     def make(width: int) -> nn.Module:
-        return HEADS[cfg.head](head_shape, width, spec.num_classes, cfg.dropout or 0.0)
+        return HEADS[cfg.head](head_shape, width, spec.num_classes, cfg.get("dropout") or 0.0)
 
     return Classifier(solve_width(make, budget), st, pool)
 
