@@ -182,5 +182,5 @@ def test_mnist_dropout_is_off_by_default_and_only_drops_in_training(compose_cfg,
     assert not torch.equal(b(x), b(x))  # a fresh mask each call
     b.eval()
     torch.testing.assert_close(b(x), b(x))
-    with pytest.raises(Exception, match="dropout"):
+    with pytest.raises(UserError, match="dropout"):
         compose_cfg(f"model={model}", "dataset=mnist_rts", "model.dropout=1.0")
