@@ -223,11 +223,12 @@ def write_table(cfg: DictConfig, table: list[Run], overrides: list[str]) -> None
             done = finished_run(run.where, chash)
             if done is not None:
                 finished.append(done)
+            length = run_length(run.cfg)[0]  # what "iteration" counts to
             cells.append({"row": run.row.name, "seed": run.seed,
                           "iterations": int(run.cfg.schedule.iterations),
                           "batch": int(run.cfg.schedule.batch_size),
-                          "length": run_length(run.cfg)[0],  # what "iteration" counts to
-                          "iteration": run_length(run.cfg)[0] if done is not None
+                          "length": length,
+                          "iteration": length if done is not None
                           else checkpoint_iteration(run.where, chash)})  # fmt: skip
         write_column(out, exp, cfg.schedule.name, finished, cells, settings_of(overrides))
         path = write_tables(out, exp.table, cfg.schedule.name)
@@ -280,7 +281,7 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
             trained: Callable[[], None] = lambda: None) -> None:  # fmt: skip
     """Run each run whose lock is free, then wait for (and finish) those others held; after
     each run this launch trained, ``trained()`` (the experiment rewrites its table)."""
-    coloc = cfg.experiment.get("runner", "classify") == "coloc"
+    coloc = co_localises(cfg)
     where = distributed.ranks()
     if coloc and where.several:
         raise UserError(f"{cfg.experiment.name} co-localises (no training loop to share): run "
@@ -327,12 +328,17 @@ def run_all(cfg: DictConfig, overrides: list[str], runs: list[Run],
             run_one(run)
 
 
+def co_localises(cfg: DictConfig) -> bool:
+    """Whether ``cfg``'s experiment co-localises (Table 5) rather than trains a classifier."""
+    return cfg.get("experiment", {}).get("runner", "classify") == "coloc"
+
+
 def run_length(cfg: DictConfig) -> tuple[int, int]:
     """(iterations in all, images per iteration) of a run, as its checkpoint counts them: a
     co-localisation's ``coloc.starts`` optimisations of ``coloc.iterations`` steps each
     (counted as one image a step: the clock compares a model only with itself), else the
     schedule's iterations of ``batch_size``."""
-    if cfg.get("experiment", {}).get("runner", "classify") == "coloc":
+    if co_localises(cfg):
         return int(cfg.coloc.iterations) * int(cfg.coloc.get("starts", 1)), 1
     return int(cfg.schedule.iterations), int(cfg.schedule.batch_size)
 
