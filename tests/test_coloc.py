@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from conftest import only
 
 from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
-from stn_repro.config import PACKAGE_ROOT
+from stn_repro.config import PACKAGE_ROOT, config_hash
 from stn_repro.data.generators import generate
 from stn_repro.experiment import run_experiment
 from stn_repro.models import DataSpec, build_model
@@ -602,3 +602,15 @@ def test_recipe_less_each_ingredient_differs_from_the_recipe_only_in_its_keys(co
         less = coloc(*VARIANTS[f"recipe less {name}"])
         assert {key for key in less if less[key] != recipe[key]} == set(keys), name
         assert all(less[key] == text[key] for key in keys), name
+
+
+def test_the_encoders_run_is_part_of_a_colocalisations_identity(compose_cfg):
+    # Another encoder is another run (before, it reused the R-column encoder's results); the
+    # encoder every recorded run used keeps their hashes (this one: T class 3, seed 1, `fast`).
+    base = ("experiment=table5_coloc_t", "schedule=fast", "coloc.digit=3", "seed=1")
+    default = config_hash(compose_cfg(*base))
+    assert default == "44c6ce9fa15a72c2"
+    assert config_hash(compose_cfg(*base, "experiment.encoder.row=CNN")) == default
+    other = config_hash(compose_cfg(*base, "experiment.encoder.experiment=table1_e"))
+    assert other != default
+    assert config_hash(compose_cfg(*base, "experiment.encoder.seed=2")) not in (default, other)
