@@ -39,12 +39,11 @@ LATER_KEYS = {
 """Keys added after runs were first recorded, with the value (or tuple of values) that means "as
 before": left out of a run's identity at it, so earlier runs keep their hashes and directories."""
 COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that change no result
-# co-localisation keys added later, with their "as before"
+# co-localisation keys added later, with their "as before"; "encoder" is the run whose CNN
+# encodes (``experiment.encoder``), the one every run recorded before it used
 COLOC_LATER = {"optimizer": "adam", "localisation_units": 8, "encoder_input": 28,
-               "window_negatives_from": 1.0, "starts": 1, "max_scale": 1.0}
-# the run whose CNN a co-localisation encodes with (``experiment.encoder``), as it was when
-# every recorded run used it; any other encoder is part of the run's identity
-ENCODER_BEFORE = {"experiment": "table1_r", "row": "CNN", "seed": 1}
+               "window_negatives_from": 1.0, "starts": 1, "max_scale": 1.0,
+               "encoder": {"experiment": "table1_r", "row": "CNN", "seed": 1}}
 
 
 def as_before(value, before) -> bool:
@@ -64,8 +63,7 @@ def without_later(values: dict, later: dict) -> dict:
 
 def identity(cfg: DictConfig) -> dict:
     """What determines a run's result: data, model, schedule (less its logging), seed, and the
-    co-localisation settings where there are some (with the encoder's run, unless it is
-    ``ENCODER_BEFORE``)."""
+    co-localisation settings where there are some (with the encoder's run)."""
     groups = {}
     for group, later in LATER_KEYS.items():
         groups[group] = without_later(OmegaConf.to_container(cfg[group], resolve=True), later)
@@ -74,12 +72,10 @@ def identity(cfg: DictConfig) -> dict:
     if cfg.get("coloc") is not None:  # co-localisation runs (Table 5)
         coloc = OmegaConf.to_container(cfg.coloc, resolve=True)
         kept = {k: v for k, v in coloc.items() if k not in COLOC_LOGGING}
-        found["coloc"] = without_later(kept, COLOC_LATER)
         encoder = OmegaConf.select(cfg, "experiment.encoder")
         if encoder is not None:
-            encoder = OmegaConf.to_container(encoder, resolve=True)
-            if encoder != ENCODER_BEFORE:
-                found["coloc"]["encoder"] = encoder
+            kept["encoder"] = OmegaConf.to_container(encoder, resolve=True)
+        found["coloc"] = without_later(kept, COLOC_LATER)
     return found
 
 
