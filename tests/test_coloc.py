@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import only
+from torch import nn
 
 from stn_repro.coloc import Encoder, attention_boxes, digit_boxes, paired_iou, triplet_hinge
 from stn_repro.config import PACKAGE_ROOT, config_hash
@@ -62,6 +63,23 @@ def test_landscape_windows_hit_the_digit_or_miss_it():
     assert paired_iou(attention_boxes(wins["blank"], (84, 84)), boxes).max() == 0
     blank = sample(images.float(), Attention().grid(wins["blank"], (28, 28)))
     assert blank.abs().max() == 0  # the blank window sees only empty canvas
+
+
+def test_window_sweep_finds_the_shift_back_onto_a_moved_window():
+    path = PACKAGE_ROOT / "scripts" / "coloc_windows.py"
+    spec = importlib.util.spec_from_file_location("coloc_windows", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    digits = torch.zeros(6, 28, 28, dtype=torch.uint8)
+    digits[:, 4:24, 10:18] = 255  # the same bar in every image, at different places
+    gen_spec = {"canvas": 84, "clutter": 0, "patch": 6}
+    images, _, params = generate("clutter", digits, torch.zeros(6, dtype=torch.long), 5, gen_spec)
+    centre = (digit_boxes(params, 84)[:, :2] + 14) / 42 - 1
+    windows = torch.cat([torch.full((6, 1), 1 / 3), centre], dim=1)
+    windows[0, 1:] += torch.tensor([6.0, -4.0]) / 42  # image 0's window 6 px right, 4 px up
+    shifts = sweep.best_shifts(nn.Flatten(), images.float(), windows, radius=8, step=2)
+    assert shifts[0].tolist() == [-6.0, 4.0]  # back onto the bar, as every other crop
+    assert shifts[1:].abs().max() == 0  # the others already sit on their bars
 
 
 def test_encoder_concatenates_hidden_layers_and_logits(compose_cfg):
