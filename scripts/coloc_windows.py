@@ -28,6 +28,7 @@ from stn_repro.coloc import (
     current_boxes,
     make_transformer,
     paired_iou,
+    squared_distances,
     windows_of,
 )
 from stn_repro.data.sources import DIGIT
@@ -53,8 +54,7 @@ def best_shifts(encoder, images: torch.Tensor, windows: torch.Tensor, radius: in
         e = encoder(sample(images[i : i + 1].expand(len(shifts), -1, -1, -1),
                            Attention().grid(moved, (DIGIT, DIGIT))))  # fmt: skip
         others = torch.cat([crops[:i], crops[i + 1 :]])
-        pos = (e.pow(2).sum(1)[:, None] + others.pow(2).sum(1)[None] - 2 * e @ others.T)
-        best[i] = shifts[pos.mean(1).argmin()]
+        best[i] = shifts[squared_distances(e, others).mean(1).argmin()]
     return best
 
 

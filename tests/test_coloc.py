@@ -48,11 +48,16 @@ def test_true_boxes_hold_the_digit():
         assert image.sum() == 2 * 255
 
 
+def script(name: str):
+    """The module of ``scripts/<name>.py``."""
+    spec = importlib.util.spec_from_file_location(name, PACKAGE_ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_landscape_windows_hit_the_digit_or_miss_it():
-    path = PACKAGE_ROOT / "scripts" / "coloc_landscape.py"
-    spec = importlib.util.spec_from_file_location("coloc_landscape", path)
-    landscape = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(landscape)
+    landscape = script("coloc_landscape")
     digits = torch.full((64, 28, 28), 255, dtype=torch.uint8)  # solid frames
     gen_spec = {"canvas": 84, "clutter": 0, "patch": 6}
     images, _, params = generate("clutter", digits, torch.zeros(64, dtype=torch.long), 3, gen_spec)
@@ -66,10 +71,7 @@ def test_landscape_windows_hit_the_digit_or_miss_it():
 
 
 def test_window_sweep_finds_the_shift_back_onto_a_moved_window():
-    path = PACKAGE_ROOT / "scripts" / "coloc_windows.py"
-    spec = importlib.util.spec_from_file_location("coloc_windows", path)
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = script("coloc_windows")
     digits = torch.zeros(6, 28, 28, dtype=torch.uint8)
     digits[:, 4:24, 10:18] = 255  # the same bar in every image, at different places
     gen_spec = {"canvas": 84, "clutter": 0, "patch": 6}
