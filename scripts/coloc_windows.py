@@ -33,6 +33,7 @@ from stn_repro.coloc import (
 )
 from stn_repro.data.sources import DIGIT
 from stn_repro.experiment import train_encoder
+from stn_repro.files import read_json
 from stn_repro.schema import hydra_initialised
 from stn_repro.st import Attention, sample
 
@@ -63,8 +64,8 @@ def main(run_dir: Path, radius: int, step: int) -> None:
     with hydra_initialised():
         encoder = Encoder(train_encoder(cfg, [f"schedule={cfg.schedule.name}"]).head,
                           int(cfg.coloc.encoder_input))  # fmt: skip
-    starts = torch.load(run_dir / "checkpoint.pt", weights_only=False)["starts"]
-    kept = min(starts, key=lambda s: s["loss"])
+    chosen = read_json(run_dir / "metrics.json")["chosen_start"]  # the start the run kept
+    kept = torch.load(run_dir / "checkpoint.pt", weights_only=False)["starts"][chosen]
     images, true = class_images(cfg, int(cfg.coloc.digit), int(cfg.coloc.images_per_class))
     st = make_transformer(cfg.coloc, tuple(images.shape[1:]))
     st.load_state_dict(kept["transformer"])
