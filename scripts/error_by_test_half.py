@@ -37,9 +37,9 @@ def error(model: nn.Module, feed, split: str, start: int, stop: int) -> float:
 
 def halves(model: nn.Module, feed) -> dict[str, float]:
     """The errors this script prints, by name."""
-    n = len(feed.splits["test"])
-    found = {"test 1-5,000": error(model, feed, "test", 0, n // 2),
-             "test 5,001-10,000": error(model, feed, "test", n // 2, n),
+    n = len(feed.splits["test"])  # 10,000 but with schedule.test_limit
+    found = {f"test 1-{n // 2:,}": error(model, feed, "test", 0, n // 2),
+             f"test {n // 2 + 1:,}-{n:,}": error(model, feed, "test", n // 2, n),
              "test": error(model, feed, "test", 0, n)}  # fmt: skip
     if "val" in feed.splits:
         found["validation"] = error(model, feed, "val", 0, len(feed.splits["val"]))
