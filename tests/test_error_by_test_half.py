@@ -25,7 +25,7 @@ def feed_reading(answers: dict[str, tuple[list[int], list[int]]]):
 
 
 def test_each_half_counts_its_own_mistakes(monkeypatch):
-    monkeypatch.setitem(HALVES["error"].__globals__, "BATCH", 3)  # batches cross the halves
+    monkeypatch.setitem(HALVES["wrong"].__globals__, "BATCH", 3)  # batches cross the halves
     labels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]
     read = [9, 9, 2, 3, 4, 5, 6, 7, 8, 0]  # two of the first five wrong, one of the last five
     feed = feed_reading({"test": (labels, read), "val": ([1, 2, 3, 4], [1, 2, 3, 3])})
