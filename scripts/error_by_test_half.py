@@ -22,7 +22,7 @@ from stn_repro.tasks import TASKS
 from stn_repro.trained import load_run
 
 BATCH = 1000
-CLASSIFY = TASKS["classify"]  # Table 1's task: wrong when the arg-max is
+CLASSIFY = TASKS["classify"]  # Table 1's task: a sample is wrong when its arg-max is not its label
 
 
 @torch.no_grad()

@@ -94,7 +94,7 @@ def test_the_models_of_an_mnist_table_have_about_400k_parameters(compose_cfg, ex
               for row, cfg in rows if row != "FCN"}  # fmt: skip
     assert counts and max(counts.values()) <= 1.1 * min(counts.values()), counts
     assert all(abs(c - 400_000) < 0.02 * 400_000 for c in counts.values()), counts
-    for _, cfg in (r for r in rows if r[0] == "FCN"):
+    for cfg in (cfg for row, cfg in rows if row == "FCN"):
         at_400k = build_model(OmegaConf.merge(cfg.model, {"target_params": 400_000}), spec_of(cfg))
         held = min(max(hidden_width(at_400k), 128), 256)
         assert hidden_width(build_model(cfg.model, spec_of(cfg))) == held, experiment
