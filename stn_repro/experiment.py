@@ -89,12 +89,23 @@ def compose_run(overrides: list[str], row: DictConfig, seed: int) -> DictConfig:
     return validate(compose("config", overrides=[*run, *extra]) if own or extra else cfg)
 
 
+MNIST_ONLY = {"cpu": "the CPU recipe of the MNIST tables (1 and 4; Table 5 reads its encoders)"}
+"""Shared schedule options made for the MNIST experiments only: an experiment with schedules of
+its own (``experiment.schedules``: SVHN, CUB, GTSRB) refuses them rather than train with them."""
+
+
 def own_schedule(exp: DictConfig, chosen: str | None, name: str) -> list[str]:
     """``[schedule=<option>]`` when the experiment has a schedule of its own named ``name``
     (``experiment.schedules``, e.g. fast -> fast_gtsrb) and the command line did not pick it,
     else ``[]``. ``chosen`` is the ``schedule=`` option given (None: the default); another
     table's own (``paper_svhn`` for GTSRB, or for Table 1) is refused."""
     schedules = dict(exp.get("schedules") or {})
+    if schedules and name in MNIST_ONLY and name not in schedules:
+        names = ", ".join(f"{k} ({v})" for k, v in schedules.items())
+        raise UserError(
+            f"schedule={name} is {MNIST_ONLY[name]}; experiment {exp.name} has schedules of its "
+            f"own: {names}, or smoke"
+        )
     target = schedules.get(name, name)
     if chosen is None or chosen == name:
         return [] if target == name else [f"schedule={target}"]

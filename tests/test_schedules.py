@@ -95,6 +95,15 @@ def test_another_tables_schedule_is_refused_in_one_line(compose_cfg, experiment,
         composed(compose_cfg, experiment, f"schedule={option}")
 
 
+@pytest.mark.parametrize("experiment", sorted(OWN))
+def test_the_mnist_cpu_recipe_is_refused_by_a_table_with_schedules_of_its_own(compose_cfg,
+                                                                               experiment):
+    """`make all-tables SCHEDULE=cpu` must not train SVHN, CUB or GTSRB with Table 1's Adam."""
+    with pytest.raises(UserError, match=rf"schedule=cpu is the CPU recipe of the MNIST tables.*"
+                                        rf"experiment {experiment} has schedules of its own"):
+        composed(compose_cfg, experiment, "schedule=cpu")
+
+
 def test_owners_are_read_from_the_experiment_files():
     owners = schedule_owners()
     assert owners["paper_gtsrb"] == "gtsrb, gtsrb_26epochs, gtsrb_tracks"
