@@ -98,7 +98,8 @@ def own_schedule(exp: DictConfig, chosen: str | None, name: str) -> list[str]:
     """``[schedule=<option>]`` when the experiment has a schedule of its own named ``name``
     (``experiment.schedules``, e.g. fast -> fast_gtsrb) and the command line did not pick it,
     else ``[]``. ``chosen`` is the ``schedule=`` option given (None: the default); another
-    table's own (``paper_svhn`` for GTSRB, or for Table 1) is refused."""
+    table's own (``paper_svhn`` for GTSRB, or for Table 1) is refused, as is an ``MNIST_ONLY``
+    option where the experiment has schedules of its own."""
     schedules = dict(exp.get("schedules") or {})
     if schedules and name in MNIST_ONLY and name not in schedules:
         names = ", ".join(f"{k} ({v})" for k, v in schedules.items())
