@@ -101,8 +101,8 @@ def own_schedule(exp: DictConfig, chosen: str | None, name: str) -> list[str]:
     table's own (``paper_svhn`` for GTSRB, or for Table 1) is refused, as is an ``MNIST_ONLY``
     option where the experiment has schedules of its own."""
     schedules = dict(exp.get("schedules") or {})
+    names = ", ".join(k if v == k else f"{k} ({v})" for k, v in schedules.items())  # its own
     if schedules and name in MNIST_ONLY and name not in schedules:
-        names = ", ".join(f"{k} ({v})" for k, v in schedules.items())
         raise UserError(
             f"schedule={name} is {MNIST_ONLY[name]}; experiment {exp.name} has schedules of its "
             f"own: {names}, or smoke"
@@ -112,7 +112,6 @@ def own_schedule(exp: DictConfig, chosen: str | None, name: str) -> list[str]:
         return [] if target == name else [f"schedule={target}"]
     owner = schedule_owners().get(chosen)
     if chosen != target and owner is not None:
-        names = ", ".join(k if v == k else f"{k} ({v})" for k, v in schedules.items())
         raise UserError(
             f"schedule={chosen} is the {name!r} schedule of {owner}, not of experiment "
             f"{exp.name}" + (f" (its own: {names})" if names else "")
