@@ -16,6 +16,7 @@ from stn_repro.report.pose import (
     apply,
     centre_jacobian,
     distortions,
+    magnification,
     pose_recovery,
     spreads,
     to_homogeneous,
@@ -157,3 +158,19 @@ def test_a_bent_tps_at_the_centre_has_the_splines_value_and_jacobian_there():
     torch.testing.assert_close(found[:, :, :2], jacobian, atol=1e-4, rtol=0)
     affine_part = tps._inverse[16:] @ theta.view(3, 16, 2)  # (N, 3, 2): rows for 1, x, y
     assert (found[:, :, 2] - affine_part[:, 0]).abs().max() > 0.01  # the bending counts
+
+
+def test_magnification_of_a_known_zoom_and_of_rts_digits_in_their_canvas(digits):
+    """A transformer sampling a centred box of half the input's side (a rotated one too)
+    shows it twice as large; with T the identity, an RTS digit's 28 px frame at scale s fills
+    28 s / 42 of the canvas' side."""
+    half = torch.tensor([[[0.5, 0.0, 0.1], [0.0, 0.5, -0.2], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    turn = math.radians(30)
+    rotated = half.clone()
+    rotated[0, :2, :2] = 0.5 * torch.tensor([[math.cos(turn), -math.sin(turn)],
+                                             [math.sin(turn), math.cos(turn)]])  # fmt: skip
+    assert magnification(torch.cat([half, rotated])).tolist() == pytest.approx([2.0, 2.0])
+    params = params_of("rts", RTS, digits)
+    d = distortions("rts", params, RTS)[0]
+    scale = params[:, 1].double()  # the RTS generator's parameters: rotation, scale, x, y
+    assert magnification(d).tolist() == pytest.approx((28 * scale / 42).tolist(), rel=1e-6)

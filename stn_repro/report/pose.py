@@ -119,6 +119,12 @@ def rotation_deg(h: Tensor) -> Tensor:
     return torch.rad2deg(torch.atan2(j[:, 1, 0] - j[:, 0, 1], j[:, 0, 0] + j[:, 1, 1]))
 
 
+def magnification(h: Tensor) -> Tensor:
+    """``(N,)`` how many times homographies ``h`` (output -> input) enlarge what they sample,
+    at the output's centre: ``1 / sqrt|det J|``; above 1 the output shows the input zoomed in."""
+    return torch.linalg.det(centre_jacobian(h)).abs().rsqrt()
+
+
 def spreads(r: Tensor) -> dict[str, float]:
     """The spread measures (module doc) of transforms ``r`` ``(N, 3, 3)``."""
     log_scale = 0.5 * torch.log(torch.linalg.det(centre_jacobian(r)).abs())
@@ -151,17 +157,14 @@ FIELDS = ["experiment", "column", "row", "seed", "images", "transformer", "chann
 
 
 @torch.no_grad()
-def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 500) -> list[dict]:
-    """Pose recovery of ``model``'s first spatial transformer on the first ``limit`` (all)
-    test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
-    input channel, measure). Empty without a transformer or for a generator with no
-    registered measures."""
+def transforms_on_test(model, feed, dataset, limit: int | None = None, batch: int = 500) -> list:
+    """For each transformer of ``model``'s first spatial transformer, ``(T, [D per input
+    channel])`` on the first ``limit`` (all) test images: ``(N, 3, 3)`` matrices as in the
+    module doc. Empty without a transformer."""
     from ..st.inspect import traced
 
     test = feed.splits["test"]
     count = min(limit or len(test), len(test))
-    if not measured(dataset.generator):
-        return []
     thetas = []
     for start in range(0, count, batch):
         x, _ = feed.batch(test, slice(start, min(start + batch, count)))
@@ -173,12 +176,23 @@ def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 5
     theta = torch.cat(thetas)  # (N, transformers, P)
     params = test.params[:count].cpu()  # (the feed may hold the split on a GPU)
     ds = distortions(dataset.generator, params, OmegaConf.to_container(dataset.params))
+    return [(transform_matrices(st.transform, theta[:, k]), ds) for k in range(theta.shape[1])]
+
+
+@torch.no_grad()
+def measure_model(model, feed, dataset, limit: int | None = None, batch: int = 500) -> list[dict]:
+    """Pose recovery of ``model``'s first spatial transformer on the first ``limit`` (all)
+    test images of a generated ``feed`` (``dataset``: its config): one row per (transformer,
+    input channel, measure). Empty without a transformer or for a generator with no
+    registered measures."""
+    if not measured(dataset.generator):
+        return []
+    found = transforms_on_test(model, feed, dataset, limit, batch)
     rows = []
-    for k in range(theta.shape[1]):
-        t = transform_matrices(st.transform, theta[:, k])
+    for k, (t, ds) in enumerate(found):
         for channel, d in enumerate(ds):
             for measure, spread in pose_recovery(dataset.generator, d, t).items():
-                rows.append({"images": count, "transformer": k + 1, "channel": channel,
+                rows.append({"images": len(t), "transformer": k + 1, "channel": channel,
                              "measure": measure, **spread})  # fmt: skip
     return rows
 
