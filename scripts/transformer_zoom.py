@@ -16,7 +16,7 @@ import argparse
 
 from omegaconf import OmegaConf
 
-from stn_repro.report.pose import magnification, transforms_on_test
+from stn_repro.report.pose import magnification, measured, transforms_on_test
 from stn_repro.trained import load_run
 
 
@@ -38,8 +38,11 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="finished run directories")
     for run in parser.parse_args().runs:
         cfg = OmegaConf.load(f"{run}/config.yaml")
-        model, feed = load_run(run)
         print(run)
+        if not measured(cfg.dataset.generator):
+            print(f"  its generator {cfg.dataset.generator!r} keeps no distortions to measure by")
+            continue
+        model, feed = load_run(run)
         print("\n".join(zoom_rows(transforms_on_test(model, feed, cfg.dataset))
                         or ["  no spatial transformer"]))  # fmt: skip
 
