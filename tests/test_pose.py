@@ -5,6 +5,7 @@ the output's centre."""
 from __future__ import annotations
 
 import math
+import runpy
 
 import pytest
 import torch
@@ -179,8 +180,6 @@ def test_magnification_of_a_known_zoom_and_of_rts_digits_in_their_canvas(digits)
 def test_the_zoom_script_reports_a_known_zoom_and_the_frame_it_leaves():
     """scripts/transformer_zoom.py: a transformer that samples half the canvas' side shows an
     RTS digit of scale 0.75 (frame 0.5 of the 42 px canvas) filling its output."""
-    import runpy
-
     zoom = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "transformer_zoom.py"))
     d = distortions("rts", torch.tensor([[10.0, 0.75, 0.0, 0.0]] * 4), RTS)[0]
     t = torch.diag(torch.tensor([0.5, 0.5, 1.0], dtype=torch.float64)).expand(4, 3, 3)
