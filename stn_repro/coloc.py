@@ -16,7 +16,7 @@ sampling). ``conf/coloc/as_written.yaml`` is the loss above; the other options o
 ``as_written``): ``stop_partner_gradient``, ``inside_canvas``, ``blur_sigma``, ``negatives``,
 ``negative_scale``, ``normalise_features``, ``pairing``, ``margin`` (large: the hinge
 stays active), ``min_scale``, ``max_scale``, ``lr_decay``, ``leaky_localisation``,
-``localisation_units``, ``encoder_input``, ``window_negatives_from``, ``starts``.
+``localisation_units``, ``encoder_input``, ``window_negatives_from``, ``starts``, ``select``.
 
 A digit counts as localised when the transformer's box overlaps its true box with IoU > 0.5.
 Boxes are ``(x0, y0, x1, y1)`` in pixels of the canvas (edges, not centres: a box covering
@@ -233,19 +233,21 @@ def negative_rule(co: DictConfig, step: int, end: int) -> str | None:
 
 @torch.no_grad()
 def class_loss(co: DictConfig, st: SpatialTransformer, encoder: nn.Module, images: Tensor,
-               seed: int, negatives: int = 4) -> float:  # fmt: skip
+               seed: int, negatives: int = 4, negative_scale: str | None = None
+               ) -> float:  # fmt: skip
     """The loss over the whole class, one seeded draw of random crops for every start of a
     run: A.2's hinge for every ordered pair ``n != m`` of ``images``, with ``negatives``
-    random crops per image (sides as at the last step: ``negative_rule``), averaged,
-    on the features the optimisation uses. It reads no box or label, so it may choose between
-    optimisations of the class (``coloc.starts``)."""
+    random crops per image (sides by ``negative_scale``, default as at the last step:
+    ``negative_rule``), averaged, on the features the optimisation uses. It reads no box or
+    label, so it may choose between optimisations of the class (``coloc.starts``)."""
     generator = torch.Generator().manual_seed(seed)
     crops, theta = st(images)
     anchor = features(co, encoder, crops)  # (N, F)
     pos = squared_distances(anchor, anchor)  # (N, N)
     end = int(co.iterations)
+    rule = negative_scale or negative_rule(co, end, end)
     return hinge(co, encoder, anchor, pos, images, windows_of(st, theta), generator, negatives,
-                 negative_rule(co, end, end), all_pairs=True).item()  # fmt: skip
+                 rule, all_pairs=True).item()  # fmt: skip
 
 
 def coloc_optimizer(co: DictConfig, params) -> tuple[torch.optim.Optimizer, object | None]:
@@ -288,7 +290,8 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
     (saved with every Fig. 4 frame, every ``coloc.log_every`` steps, at the end of each start,
     and on a stop signal). With ``coloc.starts`` > 1 the class is optimised that many times
     from different seeds, one after another, and the start with the lowest loss over the whole
-    class (``class_loss``: no box or label) gives the result; TensorBoard's steps run on
+    class (``class_loss``, its random crops by ``coloc.select``: no box or label) gives the
+    result; TensorBoard's steps run on
     through the starts (start k's step s is logged at ``k * iterations + s``)."""
     co, end = cfg.coloc, int(cfg.coloc.iterations)
     device = pick_device(cfg.device)
@@ -307,7 +310,7 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
                         f"the images its run trained on ({err})") from None  # fmt: skip
     shown = images[:FIG4_IMAGES]
     ckpt = life.resume() or {}
-    finished = ckpt.get("starts", [])  # per finished start: its class loss, weights, Fig. 4 boxes
+    finished = ckpt.get("starts", [])  # per finished start: its weights and Fig. 4 boxes
     writer = life.start(ckpt.get("iteration", 0))
     clock = Clock(ckpt.get("elapsed", 0.0))
 
@@ -362,8 +365,7 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
             if framed or stop.requested:
                 checkpoint(step)
             stop.check(f" at step {step} of {life.run_dir}, after saving its checkpoint")
-        return {"loss": class_loss(co, st, encoder, images, int(cfg.seed)),
-                "transformer": st.state_dict(), "history": history}
+        return {"transformer": st.state_dict(), "history": history}
 
     with signals.deferred() as stop:  # a stop signal: checkpoint after this step, then exit
         for k in range(len(finished), int(co.starts)):
@@ -371,8 +373,14 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
             life.save({"iteration": (k + 1) * end, "start": k + 1, "starts": finished,
                        "elapsed": clock.seconds()})  # fmt: skip
     seconds = clock.seconds()
-    chosen = min(range(len(finished)), key=lambda k: finished[k]["loss"])
     st = make_transformer(co, tuple(images.shape[1:])).to(device)
+    scores = []  # per start: each whole-class loss (no box or label); % localised only scores
+    for start in finished:
+        st.load_state_dict(start["transformer"])
+        losses = {name: class_loss(co, st, encoder, images, int(cfg.seed), negative_scale=rule)
+                  for name, rule in SELECTION.items()}  # fmt: skip
+        scores.append({**losses, "localised": localisation(st, images, true_boxes)[0]})
+    chosen = min(range(len(finished)), key=lambda k: scores[k][co.select])
     st.load_state_dict(finished[chosen]["transformer"])
     localised, iou = localisation(st, images, true_boxes)  # the run's result
     save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], finished[chosen]["history"])
@@ -384,7 +392,9 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         "images": len(images),
         "iterations": end,
         "starts": int(co.starts),
-        "start_losses": [round(f["loss"], 2) for f in finished],
+        "start_losses": [round(s["loss"], 2) for s in scores],
+        "start_window_losses": [round(s["window"], 2) for s in scores],
+        "start_localised_pct": [s["localised"] for s in scores],
         "chosen_start": chosen,
         "wall_time_s": round(seconds, 2),
         "dataset": cfg.dataset.name,
@@ -396,6 +406,11 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
 
 
 START_SEED_STRIDE = 1000  # start k of seed s draws with seed s + 1000 k (start 0: seed s)
+# ``coloc.select``: which whole-class loss (``class_loss``) picks the start, by the sides of its
+# random crops: ``loss`` as at the last step (None: ``negative_rule``), ``window`` each window's
+# own side (a window the size of the canvas then has its own crop as negative: no reward for
+# growing to it)
+SELECTION = {"loss": None, "window": "window"}
 
 
 def log_step(writer, loss: Tensor, theta: Tensor, step: int) -> None:

@@ -42,7 +42,7 @@ COLOC_LOGGING = ("log_every", "eval_every")  # co-localisation settings that cha
 # co-localisation keys added later, with their "as before"; "encoder" is the run whose CNN
 # encodes (``experiment.encoder``), the one every run recorded before it used
 COLOC_LATER = {"optimizer": "adam", "localisation_units": 8, "encoder_input": 28,
-               "window_negatives_from": 1.0, "starts": 1, "max_scale": 1.0,
+               "window_negatives_from": 1.0, "starts": 1, "max_scale": 1.0, "select": "loss",
                "encoder": {"experiment": "table1_r", "row": "CNN", "seed": 1}}
 
 

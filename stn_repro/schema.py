@@ -164,6 +164,7 @@ class Coloc:
     window_negatives_from: float = checked(
         lambda v: None if 0 <= v <= 1 else "must lie in [0, 1]", 1.0)
     starts: int = checked(at_least(1), 1)
+    select: str = checked(one_of("loss", "window"), "loss")
 
 
 @dataclass

@@ -461,9 +461,26 @@ def test_the_whole_class_loss_is_the_optimised_formula_over_every_pair(monkeypat
         assert loss == pytest.approx(terms[~torch.eye(n, dtype=torch.bool)].mean().item())
 
 
-@pytest.mark.parametrize("starts", [1, 3])
+def test_window_selection_gives_a_whole_canvas_window_no_negative_distance():
+    """``class_loss`` with random crops at the window's side: a window over the whole canvas
+    is its own negative (distance 0), so its loss is the mean positive distance + alpha, where
+    digit-sized random crops (the training loss's) lie away from it and lower the loss."""
+    from stn_repro.coloc import class_loss, make_transformer, squared_distances
+
+    images, _ = digit_images()
+    co = coloc_options(initial_scale=1.0, margin=2.0)
+    st = make_transformer(co, (1, 84, 84))  # a fresh transformer: every window the canvas
+    with torch.no_grad():
+        crops = Flat()(st(images)[0])
+    pos = squared_distances(crops, crops)[~torch.eye(len(images), dtype=torch.bool)].mean()
+    window = class_loss(co, st, Flat(), images, 0, negative_scale="window")
+    assert window == pytest.approx(pos.item() + 2.0)
+    assert class_loss(co, st, Flat(), images, 0) < window - 1
+
+
+@pytest.mark.parametrize(("starts", "select"), [(1, "loss"), (3, "loss"), (3, "window")])
 def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path, monkeypatch,
-                                                    starts):  # fmt: skip
+                                                    starts, select):  # fmt: skip
     """Nothing may read a true box during the optimisation, nor in choosing between starts:
     shuffling the boxes before they are handed over changes the score, never the windows."""
     from stn_repro import coloc
@@ -471,7 +488,8 @@ def test_the_windows_never_depend_on_the_true_boxes(compose_cfg, smoke, tmp_path
 
     cfg = compose_cfg("experiment=table5_coloc_tc")
     run_cfg = compose_run([*smoke, "experiment=table5_coloc_tc", "coloc.iterations=6",
-                           "coloc.log_every=3", f"coloc.starts={starts}"],
+                           "coloc.log_every=3", f"coloc.starts={starts}",
+                           f"coloc.select={select}"],
                           cfg.experiment.rows[3], 1)  # fmt: skip
     head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
     torch.manual_seed(0)
@@ -573,8 +591,8 @@ def test_several_starts_keep_the_lowest_class_loss_and_resume_mid_start(
     cfg = compose_cfg("experiment=table5_coloc_t")
     given = [*smoke, "experiment=table5_coloc_t", "coloc.iterations=4", "coloc.log_every=2"]
 
-    def run_cfg(starts: int):
-        return compose_run([*given, f"coloc.starts={starts}"], cfg.experiment.rows[3], 1)
+    def run_cfg(starts: int, *more: str):
+        return compose_run([*given, f"coloc.starts={starts}", *more], cfg.experiment.rows[3], 1)
 
     head = build_model(compose_cfg("model=cnn").model, DataSpec((1, 28, 28), 10, 1)).head
     whole = coloc.colocalise_run(run_cfg(3), tmp_path / "whole", head)
@@ -599,12 +617,18 @@ def test_several_starts_keep_the_lowest_class_loss_and_resume_mid_start(
     assert len(steps) == 12  # the remaining 6 steps only
     same = ("localised_pct", "mean_iou", "start_losses", "chosen_start")
     assert {k: resumed[k] for k in same} == {k: whole[k] for k in same}
-    # The choice is the class loss's alone.
+    # The choice is the class loss's alone: with coloc.select=window, the loss with random
+    # crops at the windows' own sides.
     monkeypatch.setattr(coloc, "coloc_loss", real_loss)
-    fake = iter([3.0, 1.0, 2.0])
-    monkeypatch.setattr(coloc, "class_loss", lambda *args: next(fake))
-    chosen = coloc.colocalise_run(run_cfg(3), tmp_path / "fake", head)
-    assert chosen["start_losses"] == [3.0, 1.0, 2.0] and chosen["chosen_start"] == 1
+    for select, kept in (("loss", 1), ("window", 2)):
+        fake = {None: iter([3.0, 1.0, 2.0]), "window": iter([1.0, 2.0, 0.5])}
+        monkeypatch.setattr(coloc, "class_loss",
+                            lambda *args, negative_scale, fake=fake: next(fake[negative_scale]))
+        chosen = coloc.colocalise_run(run_cfg(3, f"coloc.select={select}"),
+                                      tmp_path / f"fake-{select}", head)  # fmt: skip
+        assert chosen["start_losses"] == [3.0, 1.0, 2.0]
+        assert chosen["start_window_losses"] == [1.0, 2.0, 0.5]
+        assert chosen["chosen_start"] == kept, select
 
 
 def test_recipe_less_each_ingredient_differs_from_the_recipe_only_in_its_keys(compose_cfg):
