@@ -291,8 +291,8 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
     and on a stop signal). With ``coloc.starts`` > 1 the class is optimised that many times
     from different seeds, one after another, and the start with the lowest loss over the whole
     class (``class_loss``, its random crops by ``coloc.select``: no box or label) gives the
-    result; TensorBoard's steps run on
-    through the starts (start k's step s is logged at ``k * iterations + s``)."""
+    result; TensorBoard's steps run on through the starts (start k's step s is logged at
+    ``k * iterations + s``)."""
     co, end = cfg.coloc, int(cfg.coloc.iterations)
     device = pick_device(cfg.device)
     images, true_boxes = class_images(cfg, int(co.digit), int(co.images_per_class))
