@@ -394,7 +394,7 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         "starts": int(co.starts),
         "start_losses": [round(s["loss"], 2) for s in scores],
         "start_window_losses": [round(s["window"], 2) for s in scores],
-        "start_localised_pct": [s["localised"] for s in scores],
+        "start_localised_pct": [round(s["localised"], 2) for s in scores],
         "chosen_start": chosen,
         "wall_time_s": round(seconds, 2),
         "dataset": cfg.dataset.name,
