@@ -379,10 +379,10 @@ def colocalise(cfg: DictConfig, life: RunLife, encoder_head: nn.Sequential, meta
         st.load_state_dict(start["transformer"])
         losses = {name: class_loss(co, st, encoder, images, int(cfg.seed), negative_scale=rule)
                   for name, rule in SELECTION.items()}  # fmt: skip
-        scores.append({**losses, "localised": localisation(st, images, true_boxes)[0]})
+        localised, iou = localisation(st, images, true_boxes)
+        scores.append({**losses, "localised": localised, "iou": iou})
     chosen = min(range(len(finished)), key=lambda k: scores[k][co.select])
-    st.load_state_dict(finished[chosen]["transformer"])
-    localised, iou = localisation(st, images, true_boxes)  # the run's result
+    localised, iou = scores[chosen]["localised"], scores[chosen]["iou"]  # the run's result
     save_box_history(life.run_dir, shown, true_boxes[:FIG4_IMAGES], finished[chosen]["history"])
     return life.finish({
         **meta,
