@@ -61,6 +61,29 @@ def install() -> None:
 
 
 @contextmanager
+def held_from_children():
+    """Block the stop signals in this thread while it forks (DataLoader workers): a child starts
+    with them blocked until it ignores them (``leave_to_parent``), so a signal sent to the whole
+    process group in between cannot kill it (torch's worker SIGTERM handler, installed before
+    ``worker_init_fn`` runs, exits on one). This process still gets the signal: another of its
+    threads takes it, or it arrives when the block ends."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def leave_to_parent(_worker_id: int = 0) -> None:
+    """In a child forked under ``held_from_children`` (a DataLoader ``worker_init_fn``): ignore
+    the stop signals (dropping any already pending) and unblock them; the parent stops its
+    children itself."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+@contextmanager
 def deferred():
     """Within this block a stop signal only sets ``STOP.requested``."""
     STOP.deferring, STOP.signum = True, None

@@ -3,6 +3,7 @@ normalisation, the networks, the experiments end to end on tiny folders, and the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -458,4 +459,54 @@ def test_sigterm_to_the_process_group_stops_with_workers_in_one_line(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert len(err.strip().splitlines()) == 1 and "stopped by SIGTERM at iteration" in err
+    assert list((tmp_path / "out").rglob("checkpoint.pt"))
+
+
+SIGNAL_FROM_A_STARTING_WORKER = """
+import os, signal, sys
+import torch.utils.data._utils.signal_handling as handling
+from stn_repro.cli import main
+
+flag, sys.argv = sys.argv[1], ["stn-repro", *sys.argv[2:]]
+torch_handlers = handling._set_worker_signal_handlers
+
+def then_signal_the_group():
+    torch_handlers()  # from here until worker_init_fn, torch's handler exits on a SIGTERM
+    if type(sys._getframe(1).f_locals["dataset"]).__name__ != "StoredImages":
+        return  # a worker preprocessing the files, or evaluating (on a Subset)
+    try:
+        os.close(os.open(flag, os.O_CREAT | os.O_EXCL))  # the first training worker only
+    except FileExistsError:
+        return
+    os.killpg(0, signal.SIGTERM)  # as `timeout` does: the whole group, this worker included
+
+handling._set_worker_signal_handlers = then_signal_the_group
+main()
+"""
+
+
+def test_sigterm_while_a_worker_starts_stops_in_one_line(tmp_path):
+    """A SIGTERM to the group that lands while a DataLoader worker starts, before it can ignore
+    the signal: the worker lives on (it was forked with the signal held), and the run still
+    checkpoints and stops in one line; before, the worker died and the run ended in a traceback
+    (and could hang on its other workers)."""
+    root = tiny_gtsrb(tmp_path / "GTSRB")
+    script = tmp_path / "signal_from_a_starting_worker.py"
+    script.write_text(SIGNAL_FROM_A_STARTING_WORKER)
+    args = ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
+            "model.width=0.125", "schedule.iterations=100000", f"paths.gtsrb_dir={root}",
+            f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
+            "workers=2"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "signalled"), *args],
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)  # fmt: skip
+    try:
+        _, err = proc.communicate(timeout=120)  # before: a traceback, then a hang at exit
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # what is left of the group, if anything
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (tmp_path / "signalled").exists()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    err = err.strip()
+    assert len(err.splitlines()) == 1 and "stopped by SIGTERM at iteration" in err, err
     assert list((tmp_path / "out").rglob("checkpoint.pt"))

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import importlib
 import json
-import signal
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -31,7 +30,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 
 from ..distributed import ALONE, shard
-from ..signals import STOP_SIGNALS
+from ..signals import held_from_children, leave_to_parent
 from . import Split, load_split, make_inputs, separate_pool
 from .stored import StoredImages
 
@@ -149,12 +148,12 @@ def head(split: Split, n: int, tail: bool = False) -> Split:
     return Split(split.images[cut], split.labels[cut], split.params[cut])
 
 
-def quiet_worker(_: int) -> None:
+def quiet_worker(worker_id: int) -> None:
     """DataLoader workers leave the stop signals (Ctrl-C, and SIGTERM sent to the whole process
-    group, as ``timeout`` and SLURM do) to the main process, which checkpoints and stops them,
-    and open their own file handles (an HDF5 handle inherited through fork is not safe)."""
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    group, as ``timeout`` and SLURM do) to the main process, which checkpoints and stops them
+    (``FileFeed.batches`` forks them with the signals held), and open their own file handles (an
+    HDF5 handle inherited through fork is not safe)."""
+    leave_to_parent(worker_id)
     dataset = torch.utils.data.get_worker_info().dataset
     getattr(dataset, "dataset", dataset).file = None  # a Subset's (evaluation shards) too
 
@@ -244,12 +243,18 @@ class FileFeed:
             f", data seed {data.seed}: {counts}{normalised}"
         )
 
-    def loader(self, dataset, **kwargs) -> DataLoader:
+    def batches(self, dataset, **kwargs) -> Iterator[tuple[Tensor, Tensor]]:
+        """``dataset``'s batches on the device, read by ``cfg.workers`` DataLoader workers
+        (``kwargs``: how the DataLoader batches)."""
         # Its own generator: creating a loader must not draw from torch's global random state
         # (dropout's), or a resumed run would draw other dropout masks.
-        return DataLoader(dataset, num_workers=self.workers, worker_init_fn=quiet_worker,
-                          pin_memory=self.device.type == "cuda", generator=torch.Generator(),
-                          **kwargs)  # fmt: skip
+        loader = DataLoader(dataset, num_workers=self.workers, worker_init_fn=quiet_worker,
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator(),
+                            **kwargs)  # fmt: skip
+        with held_from_children():
+            batches = iter(loader)  # forks the workers
+        for images, labels in batches:
+            yield self.to_device(images, labels)
 
     def to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         x = images.to(self.device, non_blocking=True).float().div_(255)
@@ -266,14 +271,12 @@ class FileFeed:
             self.stores["train"].augmented,
             where,
         )
-        for images, labels in self.loader(self.stores["train"], batch_sampler=sampler):
-            yield self.to_device(images, labels)
+        return self.batches(self.stores["train"], batch_sampler=sampler)
 
     def eval_batches(self, split: str, where=ALONE) -> Iterator[tuple[Tensor, Tensor]]:
         data = self.splits[split]
         share = Subset(data, range(where.rank, len(data), where.world))
-        for images, labels in self.loader(share, batch_size=EVAL_BATCH):
-            yield self.to_device(images, labels)
+        return self.batches(share, batch_size=EVAL_BATCH)
 
     def preview(self, n: int) -> tuple[Tensor, Tensor]:
         """``n`` test samples spread evenly over the test split (stores may be in class order)."""

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError, warn
 from ..files import CorruptFile, atomic_path, locked, read_json, write_json
+from ..signals import held_from_children, leave_to_parent
 from .cache import cache_path
 
 CHECK_BLOCK = 4096
@@ -151,8 +152,10 @@ def prepared_stores(
         seconds, stats = {}, PixelStats()
         for split, dataset in datasets.items():
             tic = time.perf_counter()
-            batches = decoded(DataLoader(Decoded(dataset), batch_size=64, num_workers=workers,
-                                         collate_fn=stack))  # fmt: skip
+            loader = DataLoader(Decoded(dataset), batch_size=64, num_workers=workers,
+                                collate_fn=stack, worker_init_fn=leave_to_parent)  # fmt: skip
+            with held_from_children():  # a stop signal reaches this process, not its workers
+                batches = decoded(iter(loader))  # iter forks the workers
             if split == "train":
                 batches = stats.counted(batches)
             write_store(stores[split], key, batches, len(dataset), image_shape, label_shape)
