@@ -263,8 +263,7 @@ def test_stores_hold_48px_images_and_the_feed_normalises_them(compose_cfg, tmp_p
     train = torch.from_numpy(h5py.File(feed.stores["train"].path)["images"][...]).double() / 255
     assert math.isclose(feed.info["pixel_mean"], train.mean().item(), rel_tol=1e-9)
     assert math.isclose(feed.info["pixel_std"], train.std(unbiased=False).item(), rel_tol=1e-9)
-    loader = feed.loader(feed.stores["train"], batch_size=8)
-    seen = torch.cat([feed.to_device(images, labels)[0] for images, labels in loader])
+    seen = torch.cat([x for x, _ in feed.batches(feed.stores["train"], batch_size=8)])
     assert abs(seen.mean().item()) < 1e-5 and abs(seen.std(unbiased=False).item() - 1) < 1e-5
     assert "(x - " in feed.description and "local contrast" not in feed.description
     # the default: then a 7x7 Gaussian local contrast normalisation (the stores are reused)
@@ -272,9 +271,8 @@ def test_stores_hold_48px_images_and_the_feed_normalises_them(compose_cfg, tmp_p
         root, "dataset.params.val_fraction=0.2"))  # fmt: skip
     lcn_feed = FileFeed(cfg, torch.device("cpu"))
     assert lcn_feed.info["key"] == feed.info["key"]
-    images, labels = next(iter(lcn_feed.loader(lcn_feed.stores["train"], batch_size=8)))
-    expected = LocalContrastNorm(gaussian_kernel(7))(seen[:8])
-    torch.testing.assert_close(lcn_feed.to_device(images, labels)[0], expected)
+    x, _ = next(lcn_feed.batches(lcn_feed.stores["train"], batch_size=8))
+    torch.testing.assert_close(x, LocalContrastNorm(gaussian_kernel(7))(seen[:8]))
     assert "local contrast normalisation (7x7 Gaussian)" in lcn_feed.description
 
 
