@@ -583,6 +583,7 @@ def test_late_negatives_take_the_windows_side(compose_cfg, smoke, tmp_path, monk
     assert rules == [None, None, "window", "window"]
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_several_starts_keep_the_lowest_class_loss_and_resume_mid_start(
         compose_cfg, smoke, tmp_path, monkeypatch):  # fmt: skip
     from stn_repro import coloc, signals

@@ -259,8 +259,9 @@ def test_weights_that_cannot_be_fetched_give_one_sentence(invoke, tmp_path, monk
 
 
 @pytest.mark.parametrize("rows", [
-    pytest.param(["row='4xST-CNN (448px)'"], id="one-row"),  # about 55 s on 2 cores
-    pytest.param([], id="all-rows", marks=pytest.mark.slow),  # about 100 s: `make test-slow`
+    pytest.param(["row='4xST-CNN (448px)'"], id="one-row",
+                 marks=pytest.mark.slow),  # 55-104 s on 2 cores: `make test-slow`
+    pytest.param([], id="all-rows", marks=pytest.mark.slow),  # about 100 s
 ])  # fmt: skip
 def test_smoke_experiment_writes_table3(compose_cfg, smoke, tmp_path, rows):
     from hydra import compose

@@ -49,6 +49,7 @@ def test_one_run_writes_metrics_tensorboard_and_checkpoint(compose_cfg):
     assert train_run(cfg, where) == metrics
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_smoke_experiment_writes_a_table_with_all_rows(compose_cfg, smoke, tmp_path,
                                                        monkeypatch):  # fmt: skip
     from stn_repro import experiment
@@ -313,6 +314,7 @@ def test_bad_overrides_stop_before_training(tmp_path, args, message):
     assert not (tmp_path / "outputs" / "runs").exists()
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke, tmp_path):
     for experiment, table, rows in [("table4_addition", "table4", 8), ("fig_3d", "table3d", 2)]:
         cfg = compose_cfg(f"experiment={experiment}", "experiment.seeds=[1]")
@@ -338,6 +340,7 @@ def test_smoke_addition_and_3d_experiments_write_their_tables(compose_cfg, smoke
     assert Image.open(png).size == (4 * 62 + 2, 2 * 62 + 2)
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_multirun_fans_rows_out_then_table_only_collects_them(tmp_path):
     result = cli("-m", "experiment=table1_tc", "row=0,3", "progress=false", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -349,6 +352,7 @@ def test_multirun_fans_rows_out_then_table_only_collects_them(tmp_path):
     assert finished_cells(tmp_path, "TC") == 2
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_held_out_digits_are_the_validation_split_and_never_trained_on(compose_cfg):
     """dataset.validation=N: the last N training digits, drawn once, are ``val``; the training
     split (fixed, or drawn anew each epoch) is the first 60,000 - N; test is untouched."""
@@ -396,6 +400,7 @@ def generated_sizes(monkeypatch):
     return start
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_held_out_addition_pairs_never_meet_a_training_digit(compose_cfg, generated_sizes):
     """Table 4's validation pairs: both digits of a held-out pair are held-out digits, both of
     a training pair (any epoch) training digits; the test pairs come from the test digits."""
@@ -439,6 +444,7 @@ def test_only_generators_drawing_other_digits_draw_the_held_out_ones_apart(
     assert calls == parts and len(split) == 60_000
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_an_experiment_says_where_it_is_and_keeps_what_the_terminal_showed(tmp_path):
     args = ["experiment=table1_tc", "experiment.seeds=[1]", "progress=false"]
     first = cli(*args, tmp_path=tmp_path)

@@ -29,6 +29,7 @@ def test_input_shapes_are_what_the_feeds_give():
                                       params={"size": 128})) == (3, 128, 128)  # fmt: skip
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_the_smoke_check_finishes_in_budget_and_writes_both_files(tmp_path, smoke):
     paths = [o for o in smoke if o.startswith("paths.")]
     tic = time.perf_counter()

@@ -251,7 +251,10 @@ LONG = ["model=fcn", "schedule.iterations=600", "schedule.log.checkpoint_every=1
         "schedule.log.image_every=100000", "schedule.log.eval_every=100000"]  # fmt: skip
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1])
+@pytest.mark.parametrize("signum", [
+    pytest.param(signal.SIGTERM, marks=pytest.mark.slow),  # test_gtsrb's two SIGTERM tests
+    signal.SIGINT, signal.SIGUSR1,
+])  # fmt: skip
 def test_a_stop_signal_saves_a_checkpoint_and_the_next_launch_resumes(tmp_path, signum):
     proc = cli(tmp_path, *LONG)
     wait_for(lambda: list((tmp_path / "outputs" / "runs").rglob("tb/events*")))
@@ -305,6 +308,7 @@ def test_four_identical_launches_train_each_run_once(tmp_path):
     assert len(list((tmp_path / "outputs" / "hydra").iterdir())) == 4  # distinct folders
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_jobs_start_processes_that_share_the_runs(tmp_path):
     def launch(*extra: str) -> dict:
         proc = cli(tmp_path, "experiment=table1_tc", "experiment.seeds=[1]", "jobs=3", *extra)
@@ -325,6 +329,7 @@ def test_jobs_start_processes_that_share_the_runs(tmp_path):
     assert again.keys() == first.keys() and all(again[r] != first[r] for r in first)
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_four_launches_of_different_rows_all_reach_the_table(tmp_path):
     """One launch per row of the TC column (4 rows): the last table written holds them all."""
     procs = [cli(tmp_path, "experiment=table1_tc", f"row={row}") for row in range(4)]

@@ -334,7 +334,9 @@ def test_a_classify_model_on_svhn_is_refused_before_work(compose_cfg):
 # ---- experiments --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("px, rows, references", [(64, 3, 2), (128, 2, 1)])
+@pytest.mark.parametrize("px, rows, references", [
+    (64, 3, 2), pytest.param(128, 2, 1, marks=pytest.mark.slow),  # `make test-slow`
+])  # fmt: skip
 def test_smoke_experiment_writes_table2(compose_cfg, smoke, tmp_path, tiny, px, rows, references):
     from hydra import compose
 

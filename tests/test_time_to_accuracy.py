@@ -6,6 +6,8 @@ import json
 import runpy
 import shutil
 
+import pytest
+
 from stn_repro.config import PACKAGE_ROOT
 from stn_repro.experiment import row_run_dirs
 from stn_repro.report.time_to_accuracy import RowCurve, column_curves, read_record, write_record
@@ -52,8 +54,8 @@ def test_a_smoke_column_draws_its_figure_and_table(compose_cfg, smoke, tmp_path)
     assert (curves[0].split, curves[0].finished, len(curves[0].points)) == ("val", False, 2)
 
 
+@pytest.mark.slow  # `make test-slow`
 def test_the_curve_record_draws_rows_whose_runs_are_elsewhere(compose_cfg, smoke, tmp_path):
-    import pytest
     from hydra import compose
 
     from stn_repro.cli import run
@@ -93,7 +95,6 @@ def test_the_curve_record_draws_rows_whose_runs_are_elsewhere(compose_cfg, smoke
 
 
 def test_an_unknown_experiment_is_one_line(tmp_path):
-    import pytest
 
     script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
     with pytest.raises(SystemExit, match="no experiment 'table1_xx' .choose from fig_3d"):
