@@ -437,14 +437,27 @@ def test_a_checkpoint_of_other_data_is_not_resumed(compose_cfg, tmp_path):
         train_run(compose_cfg(*overrides), where)
 
 
-def test_sigterm_to_the_process_group_stops_with_workers_in_one_line(tmp_path):
-    """`timeout` and SLURM signal the whole group: DataLoader workers included. The workers
-    leave it to the main process, which saves a checkpoint and stops in one line."""
+def endless_gtsrb_run(tmp_path: Path) -> list[str]:
+    """The CLI arguments of a smoke run on tiny GTSRB folders, with two DataLoader workers, that
+    trains until stopped, writing under ``tmp_path``."""
     root = tiny_gtsrb(tmp_path / "GTSRB")
-    args = ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
+    return ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
             "model.width=0.125", "schedule.iterations=100000", f"paths.gtsrb_dir={root}",
             f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
             "workers=2"]  # fmt: skip
+
+
+def assert_stopped_in_one_line(proc: subprocess.Popen, err: str, tmp_path: Path) -> None:
+    """The run stopped on SIGTERM in its training loop, said so in one line, and checkpointed."""
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert len(err.strip().splitlines()) == 1 and "stopped by SIGTERM at iteration" in err, err
+    assert list((tmp_path / "out").rglob("checkpoint.pt"))
+
+
+def test_sigterm_to_the_process_group_stops_with_workers_in_one_line(tmp_path):
+    """`timeout` and SLURM signal the whole group: DataLoader workers included. The workers
+    leave it to the main process, which saves a checkpoint and stops in one line."""
+    args = endless_gtsrb_run(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "stn_repro.cli", *args], text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
@@ -455,9 +468,7 @@ def test_sigterm_to_the_process_group_stops_with_workers_in_one_line(tmp_path):
     assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert len(err.strip().splitlines()) == 1 and "stopped by SIGTERM at iteration" in err
-    assert list((tmp_path / "out").rglob("checkpoint.pt"))
+    assert_stopped_in_one_line(proc, err, tmp_path)
 
 
 SIGNAL_FROM_A_STARTING_WORKER = """
@@ -488,13 +499,9 @@ def test_sigterm_while_a_worker_starts_stops_in_one_line(tmp_path):
     the signal: the worker lives on (it was forked with the signal held), and the run still
     checkpoints and stops in one line; before, the worker died and the run ended in a traceback
     (and could hang on its other workers)."""
-    root = tiny_gtsrb(tmp_path / "GTSRB")
     script = tmp_path / "signal_from_a_starting_worker.py"
     script.write_text(SIGNAL_FROM_A_STARTING_WORKER)
-    args = ["dataset=gtsrb", "model=gtsrb_cnn", "schedule=smoke", "progress=false",
-            "model.width=0.125", "schedule.iterations=100000", f"paths.gtsrb_dir={root}",
-            f"paths.output_dir={tmp_path / 'out'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            "workers=2"]  # fmt: skip
+    args = endless_gtsrb_run(tmp_path)
     proc = subprocess.Popen([sys.executable, str(script), str(tmp_path / "signalled"), *args],
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)  # fmt: skip
@@ -504,7 +511,4 @@ def test_sigterm_while_a_worker_starts_stops_in_one_line(tmp_path):
         with contextlib.suppress(ProcessLookupError):  # what is left of the group, if anything
             os.killpg(proc.pid, signal.SIGKILL)
     assert (tmp_path / "signalled").exists()
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    err = err.strip()
-    assert len(err.splitlines()) == 1 and "stopped by SIGTERM at iteration" in err, err
-    assert list((tmp_path / "out").rglob("checkpoint.pt"))
+    assert_stopped_in_one_line(proc, err, tmp_path)

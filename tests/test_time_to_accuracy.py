@@ -95,7 +95,6 @@ def test_the_curve_record_draws_rows_whose_runs_are_elsewhere(compose_cfg, smoke
 
 
 def test_an_unknown_experiment_is_one_line(tmp_path):
-
     script = runpy.run_path(str(PACKAGE_ROOT / "scripts" / "time_to_accuracy.py"))
     with pytest.raises(SystemExit, match="no experiment 'table1_xx' .choose from fig_3d"):
         script["main"](["table1_xx", "--outputs", str(tmp_path)])
